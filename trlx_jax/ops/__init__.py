@@ -1,0 +1,1 @@
+"""Numeric kernels: chunked log-probs and top-K extraction, the KL trust-region projection."""

@@ -1,0 +1,1 @@
+"""Train state, jitted RL/SFT steps, the loop, checkpoints and metrics."""
