@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_default_config() -> ml_collections.ConfigDict:
@@ -25,9 +26,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     # Importance-weight cap C of cispo and the dppo_* losses (inf allowed and explicit).
     c.is_cap = float("inf")
     # dppo_*: divergence thresholds; None selects the paper value of the variant
-    # (0.05 for the KL variants, 0.15 for the TV variants).
-    c.delta_low = None
-    c.delta_high = None
+    # (0.05 for the KL variants, 0.15 for the TV variants). Typed placeholders so that
+    # `--config.loss.delta_low=0.2` can override them from the command line.
+    c.delta_low = config_dict.placeholder(float)
+    c.delta_high = config_dict.placeholder(float)
     # Optional KL-to-reference penalty: coefficient (0 = off) and estimator (k1 | k3).
     c.kl_coef = 0.0
     c.kl_estimator = "k3"
