@@ -9,8 +9,15 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+class UnknownNameError(KeyError):
+    """A lookup of a name that is not registered; the message lists the valid names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class Registry(Generic[T]):
-    """A name -> object table; unknown names raise a KeyError listing every valid name."""
+    """A name -> object table; unknown names raise an UnknownNameError (a KeyError) listing every valid name."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -32,9 +39,8 @@ class Registry(Generic[T]):
         if name not in self._entries:
             close = difflib.get_close_matches(name, self._entries, n=3)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise KeyError(
-                f"unknown {self.kind} {name!r}.{hint} Valid names: {', '.join(sorted(self._entries))}"
-            )
+            valid = ", ".join(sorted(self._entries))
+            raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint} Valid names: {valid}")
         return self._entries[name]
 
     def names(self) -> list[str]:
