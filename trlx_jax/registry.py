@@ -17,7 +17,7 @@ class UnknownNameError(KeyError):
 
 
 class Registry(Generic[T]):
-    """A name -> object table; unknown names raise an UnknownNameError (a KeyError) listing every valid name."""
+    """A name -> object table; unknown names raise UnknownNameError (a KeyError) listing all."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
