@@ -1,0 +1,102 @@
+"""Token selection: empirical frequencies, truncation, greedy, and the recorded values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from trlx_jax.rollout.sampling import SamplingParams, scaled_logprobs, select_tokens, truncate
+
+LOGITS = jnp.array([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0, 1.5])
+N_DRAWS = 40_000
+
+
+def draw(params: SamplingParams, logits=LOGITS, n=N_DRAWS, seed=0) -> np.ndarray:
+    batch = jnp.broadcast_to(logits, (n, logits.shape[-1]))
+    tokens, _, _, _ = jax.jit(select_tokens, static_argnums=2)(jax.random.key(seed), batch, params)
+    return np.asarray(tokens)
+
+
+def counts(tokens: np.ndarray, vocab: int) -> np.ndarray:
+    return np.bincount(tokens, minlength=vocab)
+
+
+def chi_square_pvalue(observed: np.ndarray, probs) -> float:
+    probs = np.asarray(probs, dtype=np.float64)
+    return stats.chisquare(observed, probs / probs.sum() * observed.sum()).pvalue
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1.5])
+def test_frequencies_match_softmax_chi_square(temperature):
+    params = SamplingParams(temperature=temperature)
+    observed = counts(draw(params), LOGITS.shape[0])
+    # Fixed key, so this is deterministic; a wrong temperature or bias fails by a wide margin.
+    assert chi_square_pvalue(observed, jax.nn.softmax(LOGITS / temperature)) > 1e-3
+    assert chi_square_pvalue(observed, jax.nn.softmax(LOGITS)) < 1e-6 or temperature == 1.0
+
+
+def test_top_k_never_emits_excluded_and_matches_renormalized():
+    params = SamplingParams(top_k=3)
+    observed = counts(draw(params), 8)
+    allowed = np.argsort(-np.asarray(LOGITS))[:3]
+    assert set(np.nonzero(observed)[0]) <= set(allowed)
+    assert chi_square_pvalue(observed[allowed], jax.nn.softmax(LOGITS[allowed])) > 1e-3
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    probs = np.asarray(jax.nn.softmax(LOGITS))
+    order = np.argsort(-probs)
+    cum = np.cumsum(probs[order])
+    for top_p in (0.3, 0.6, 0.9):
+        n_keep = int(np.searchsorted(cum, top_p) + 1)
+        allowed = set(order[:n_keep].tolist())
+        observed = counts(draw(SamplingParams(top_p=top_p), n=5000), 8)
+        assert set(np.nonzero(observed)[0]) == allowed, top_p
+    kept = truncate(scaled_logprobs(LOGITS, SamplingParams()), SamplingParams(top_p=0.6))
+    assert int(jnp.sum(kept > -1e29)) == int(np.searchsorted(cum, 0.6) + 1)
+
+
+def test_top_k_then_top_p_renormalizes_after_top_k():
+    # After top-k=2 the renormalized top token has mass softmax([2, 1.5])[0] = 0.62 < 0.65, so
+    # top-p=0.65 must keep both; computed on the full distribution it would keep only one.
+    params = SamplingParams(top_k=2, top_p=0.65)
+    observed = counts(draw(params, n=4000), 8)
+    assert set(np.nonzero(observed)[0]) == {0, 7}
+
+
+def test_greedy_and_recorded_values():
+    params = SamplingParams(temperature=0.0, record_top_k=3)
+    logits = jax.random.normal(jax.random.key(1), (5, 11)) * 3
+    tokens, logp, topk_ids, topk_logp = select_tokens(jax.random.key(0), logits, params)
+    np.testing.assert_array_equal(tokens, jnp.argmax(logits, -1))
+    full = jax.nn.log_softmax(logits)
+    np.testing.assert_allclose(logp, full[jnp.arange(5), tokens], atol=1e-6)
+    np.testing.assert_allclose(topk_logp, jnp.sort(full, -1)[:, ::-1][:, :3], atol=1e-6)
+    np.testing.assert_allclose(jnp.take_along_axis(full, topk_ids, -1), topk_logp, atol=1e-6)
+
+
+def test_recorded_values_are_temperature_scaled_and_untruncated():
+    params = SamplingParams(temperature=0.5, top_k=2, record_top_k=4)
+    logits = jax.random.normal(jax.random.key(2), (6, 9))
+    tokens, logp, _, topk_logp = select_tokens(jax.random.key(3), logits, params)
+    full = jax.nn.log_softmax(logits / 0.5)
+    np.testing.assert_allclose(logp, full[jnp.arange(6), tokens], atol=1e-6)
+    np.testing.assert_allclose(topk_logp, jnp.sort(full, -1)[:, ::-1][:, :4], atol=1e-6)
+
+
+def test_determinism_and_record_top_k_clamped_to_vocab():
+    params = SamplingParams(record_top_k=50)
+    a = select_tokens(jax.random.key(7), LOGITS[None].repeat(4, 0), params)
+    b = select_tokens(jax.random.key(7), LOGITS[None].repeat(4, 0), params)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[2].shape == (4, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"temperature": -1.0}, {"top_k": -2}, {"top_p": 0.0}, {"top_p": 1.5},
+               {"record_top_k": -1}],
+)
+def test_bad_params_raise(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        SamplingParams(**kwargs)
