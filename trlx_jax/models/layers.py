@@ -1,0 +1,216 @@
+"""Decoder building blocks: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU MLP.
+
+Every parameter is an `nnx.Param` whose `logical_axes` metadata names its dimensions; the
+sharding rules in `sharding.py` turn those names into mesh axes. Block parameters are always
+stacked over layers (leading "layers" axis) and sliced by the layer scan in `transformer.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from trlx_jax.models.config import ModelConfig
+
+# Finite "minus infinity" for masked attention logits: rows with no visible key (padding
+# queries) then get a uniform distribution instead of NaNs.
+_MASKED = float(jnp.finfo(jnp.float32).min)
+
+
+def param(
+    rngs: nnx.Rngs | None,
+    shape: tuple[int, ...],
+    logical_axes: tuple[str, ...],
+    config: ModelConfig,
+    init: str = "normal",
+) -> nnx.Param:
+    """A parameter of `shape` initialized as N(0, init_std^2), "ones" or "zeros"."""
+    dtype = config.weight_dtype
+    if init == "normal":
+        value = config.init_std * jax.random.normal(rngs.params(), shape, dtype)
+    elif init == "ones":
+        value = jnp.ones(shape, dtype)
+    else:
+        value = jnp.zeros(shape, dtype)
+    return nnx.Param(value, logical_axes=logical_axes)
+
+
+def _optional(
+    present: bool, shape: tuple[int, ...], axes: tuple[str, ...], config: ModelConfig, init: str
+) -> nnx.Param | None:
+    return param(None, shape, axes, config, init) if present else None
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm over the last axis, statistics in float32: [..., D] -> [..., D] in x.dtype."""
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return weight.astype(x.dtype) * y.astype(x.dtype)
+
+
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+    """Inverse RoPE frequencies [head_dim/2] in float32, with the llama3 rescaling if configured."""
+    dim = config.head_dim
+    exponent = np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)
+    inv_freq = (np.float32(1.0) / np.power(np.float32(config.rope_theta), exponent)).astype(
+        np.float32
+    )
+    if config.rope_type != "llama3":
+        return inv_freq
+    p = dict(config.rope_scaling)
+    factor, low, high = p["factor"], p["low_freq_factor"], p["high_freq_factor"]
+    old_len = p["original_max_position_embeddings"]
+    wavelen = np.float32(2 * math.pi) / inv_freq
+    scaled = np.where(wavelen > old_len / low, inv_freq / np.float32(factor), inv_freq)
+    smooth = ((old_len / wavelen - low) / (high - low)).astype(np.float32)
+    smoothed = (1 - smooth) * scaled / np.float32(factor) + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rope_sin_cos(
+    positions: jax.Array, inv_freq: np.ndarray, dtype: jnp.dtype
+) -> tuple[jax.Array, jax.Array]:
+    """Rotary tables for positions [B, T] -> (sin, cos) each [B, T, head_dim/2] in `dtype`."""
+    angles = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+    return jnp.sin(angles).astype(dtype), jnp.cos(angles).astype(dtype)
+
+
+def apply_rope(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
+    """Rotates the two halves of the head dim (HF convention): [B, T, H, Dh] -> [B, T, H, Dh]."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    sin, cos = sin[:, :, None, :], cos[:, :, None, :]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Masked GQA: q [B, T, H, Dh], k/v [B, S, K, Dh], mask [B, T, S] -> [B, T, H, Dh].
+
+    Query head h reads kv head h // (H / K), as HF's `repeat_kv`. Logits and softmax are float32.
+    """
+    b, t, h, d = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, h // kv_heads, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.where(mask[:, None, None], scores * (d**-0.5), _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, d)
+
+
+class Attention(nnx.Module):
+    """Self-attention with optional q/k/v/o biases and per-head q/k RMSNorm (Qwen3)."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        self.config = config
+        d, h, k, hd = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        c = config
+        self.q_proj = param(rngs, (d, h, hd), ("layers", "embed", "heads", "head_dim"), c)
+        self.k_proj = param(rngs, (d, k, hd), ("layers", "embed", "kv_heads", "head_dim"), c)
+        self.v_proj = param(rngs, (d, k, hd), ("layers", "embed", "kv_heads", "head_dim"), c)
+        self.o_proj = param(rngs, (h, hd, d), ("layers", "heads", "head_dim", "embed"), c)
+        # Optional parameters are assigned once (NNX fixes an attribute's data/static kind).
+        bias, norm = config.qkv_bias, config.qk_norm
+        self.q_bias = _optional(bias, (h, hd), ("layers", "heads", "head_dim"), c, "zeros")
+        self.k_bias = _optional(bias, (k, hd), ("layers", "kv_heads", "head_dim"), c, "zeros")
+        self.v_bias = _optional(bias, (k, hd), ("layers", "kv_heads", "head_dim"), c, "zeros")
+        self.o_bias = _optional(config.o_bias, (d,), ("layers", "embed"), c, "zeros")
+        self.q_norm = _optional(norm, (hd,), ("layers", "norm"), c, "ones")
+        self.k_norm = _optional(norm, (hd,), ("layers", "norm"), c, "ones")
+
+    def _project(self, x: jax.Array, kernel: nnx.Param, bias: nnx.Param | None) -> jax.Array:
+        y = jnp.einsum("btd,dhk->bthk", x, kernel[...].astype(x.dtype))
+        return y if bias is None else y + bias[...].astype(x.dtype)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        sin: jax.Array,
+        cos: jax.Array,
+        mask: jax.Array,
+        kv: tuple[jax.Array, jax.Array] | None = None,
+        index: jax.Array | int = 0,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """x [B, T, D] -> (out [B, T, D], k [B, T, K, Dh], v [B, T, K, Dh]) of the new tokens.
+
+        With `kv` (this layer's cache, [B, S, K, Dh] each) the new keys/values are written at
+        slot `index` and the queries attend over all S slots; `mask` is then [B, T, S].
+        """
+        eps = self.config.rms_norm_eps
+        q = self._project(x, self.q_proj, self.q_bias)
+        k = self._project(x, self.k_proj, self.k_bias)
+        v = self._project(x, self.v_proj, self.v_bias)
+        if self.q_norm is not None:
+            q = rms_norm(q, self.q_norm[...], eps)
+            k = rms_norm(k, self.k_norm[...], eps)
+        q = apply_rope(q, sin, cos)
+        k = apply_rope(k, sin, cos)
+        keys, values = k, v
+        if kv is not None:
+            start = (0, index, 0, 0)
+            keys = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
+            values = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
+            keys, values = keys.astype(x.dtype), values.astype(x.dtype)
+        out = attention(q, keys, values, mask)
+        out = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(x.dtype))
+        if self.o_bias is not None:
+            out = out + self.o_bias[...].astype(x.dtype)
+        return out, k, v
+
+
+class MLP(nnx.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), optional biases (Llama `mlp_bias`)."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        d, f, c = config.hidden_size, config.intermediate_size, config
+        self.gate_proj = param(rngs, (d, f), ("layers", "embed", "mlp"), c)
+        self.up_proj = param(rngs, (d, f), ("layers", "embed", "mlp"), c)
+        self.down_proj = param(rngs, (f, d), ("layers", "mlp", "embed"), c)
+        bias = config.mlp_bias
+        self.gate_bias = _optional(bias, (f,), ("layers", "mlp"), c, "zeros")
+        self.up_bias = _optional(bias, (f,), ("layers", "mlp"), c, "zeros")
+        self.down_bias = _optional(bias, (d,), ("layers", "embed"), c, "zeros")
+
+    @staticmethod
+    def _linear(x: jax.Array, kernel: nnx.Param, bias: nnx.Param | None) -> jax.Array:
+        y = x @ kernel[...].astype(x.dtype)
+        return y if bias is None else y + bias[...].astype(x.dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[B, T, D] -> [B, T, D]."""
+        gate = self._linear(x, self.gate_proj, self.gate_bias)
+        up = self._linear(x, self.up_proj, self.up_bias)
+        return self._linear(jax.nn.silu(gate) * up, self.down_proj, self.down_bias)
+
+
+class Block(nnx.Module):
+    """Pre-norm decoder layer: x + attn(norm(x)), then + mlp(norm(x))."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        self.config = config
+        c = config
+        self.attn_norm = param(None, (c.hidden_size,), ("layers", "norm"), c, "ones")
+        self.attn = Attention(config, rngs)
+        self.mlp_norm = param(None, (c.hidden_size,), ("layers", "norm"), c, "ones")
+        self.mlp = MLP(config, rngs)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        sin: jax.Array,
+        cos: jax.Array,
+        mask: jax.Array,
+        kv: tuple[jax.Array, jax.Array] | None = None,
+        index: jax.Array | int = 0,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """x [B, T, D] -> (x [B, T, D], new k, new v [B, T, K, Dh]); see `Attention`."""
+        eps = self.config.rms_norm_eps
+        out, k, v = self.attn(rms_norm(x, self.attn_norm[...], eps), sin, cos, mask, kv, index)
+        x = x + out
+        x = x + self.mlp(rms_norm(x, self.mlp_norm[...], eps))
+        return x, k, v

@@ -1,0 +1,150 @@
+"""`Transformer`: the Llama 3 / Qwen2 / Qwen3 decoder as an NNX module, plus its pure form.
+
+The forward returns final-normed hidden states; logits are a separate step (`logits`, or
+`lm_head_weight` for chunked log-probs) so that training never materializes [B, T, V] at once.
+
+Pure-function use in jitted steps (the model holds only `nnx.Param`s, no other state)::
+
+    graphdef, state = nnx.split(model)            # graphdef: static; state: pytree of arrays
+    @jax.jit
+    def step(state, tokens, positions, mask):
+        hidden, _ = forward(graphdef, state, tokens, positions, mask)
+        return nnx.merge(graphdef, state).logits(hidden)
+    grads = jax.grad(loss_fn)(state, ...)         # any jax transform works on `state`
+    model = nnx.merge(graphdef, new_state)        # back to a module when needed
+
+`positions` are RoPE positions per token (`positions_from_mask` for left-padded batches);
+`attention_mask` is True on real tokens. Padded query rows produce finite garbage that callers
+mask out. The layers run in one `lax.scan` over stacked parameters (compile time independent
+of depth); `config.remat` recomputes each layer in the backward pass.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from trlx_jax.models.cache import KVCache, constrain_cache
+from trlx_jax.models.config import ModelConfig
+from trlx_jax.models.layers import Block, param, rms_norm, rope_inv_freq, rope_sin_cos
+from trlx_jax.models.sharding import constrain
+
+_HIDDEN_AXES = ("batch", "seq", "act_embed")
+
+
+class Transformer(nnx.Module):
+    """Decoder-only transformer; parameters: embed, layers (stacked Blocks), final_norm, lm_head."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        c = config
+        self.embed = param(rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), c)
+        self.layers = _stacked_blocks(config, rngs)
+        self.final_norm = param(None, (c.hidden_size,), ("norm",), c, "ones")
+        self.lm_head = (
+            None
+            if c.tie_word_embeddings
+            else param(rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), c)
+        )
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        attention_mask: jax.Array,
+        cache: KVCache | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """tokens, positions [B, T] int32, attention_mask [B, T] bool -> (hidden [B, T, D], cache).
+
+        Without a cache, token j attends to the real tokens 0..j. With one, the tokens are
+        written at slot `cache.index` and attend to its valid slots (see `cache.py`); the
+        updated cache is returned, else None.
+        """
+        cfg = self.config
+        dtype = cfg.compute_dtype
+        x = jnp.take(self.embed[...], tokens, axis=0).astype(dtype)
+        x = constrain(x, _HIDDEN_AXES)
+        sin, cos = rope_sin_cos(positions, rope_inv_freq(cfg), dtype)
+        attention_mask = attention_mask.astype(jnp.bool_)
+        if cache is None:
+            index = jnp.zeros((), jnp.int32)
+            valid = attention_mask
+        else:
+            index = cache.index
+            valid = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, index))
+        query_slot = index + jnp.arange(tokens.shape[1])
+        key_slot = jnp.arange(valid.shape[1])
+        mask = valid[:, None, :] & (key_slot[None, None, :] <= query_slot[None, :, None])
+
+        graphdef, stacked = nnx.split(self.layers)
+
+        def layer(carry, xs):
+            x, cache_k, cache_v = carry
+            layer_params, i = xs
+            block = nnx.merge(graphdef, layer_params)
+            kv = None
+            if cache_k is not None:
+                kv = (cache_k[i], cache_v[i])
+            x, k, v = block(x, sin, cos, mask, kv, index)
+            if cache_k is not None:
+                # Write only the new tokens into the stacked cache, so decode stays O(t) writes.
+                start = (i, 0, index, 0, 0)
+                k, v = k[None].astype(cache_k.dtype), v[None].astype(cache_v.dtype)
+                cache_k = jax.lax.dynamic_update_slice(cache_k, k, start)
+                cache_v = jax.lax.dynamic_update_slice(cache_v, v, start)
+            return (constrain(x, _HIDDEN_AXES), cache_k, cache_v), None
+
+        if cfg.remat:
+            layer = jax.checkpoint(layer)
+        carry = (x, None, None) if cache is None else (x, cache.k, cache.v)
+        (x, cache_k, cache_v), _ = jax.lax.scan(layer, carry, (stacked, jnp.arange(cfg.num_layers)))
+        hidden = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
+        if cache is None:
+            return hidden, None
+        new_cache = KVCache(k=cache_k, v=cache_v, mask=valid, index=index + tokens.shape[1])
+        return hidden, constrain_cache(new_cache)
+
+    def lm_head_weight(self) -> jax.Array:
+        """The output projection [D, V] in param dtype (the transposed embedding when tied)."""
+        if self.lm_head is None:
+            return self.embed[...].T
+        return self.lm_head[...]
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """hidden [B, T, D] -> float32 logits [B, T, V] (compute-dtype matmul, f32 accumulation)."""
+        w = self.lm_head_weight().astype(hidden.dtype)
+        return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+
+
+def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> Block:
+    """One Block whose parameters carry a leading [num_layers] axis, independently initialized."""
+
+    @nnx.split_rngs(splits=config.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(rngs: nnx.Rngs) -> Block:
+        return Block(config, rngs)
+
+    return make(rngs)
+
+
+def forward(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    tokens: jax.Array,
+    positions: jax.Array,
+    attention_mask: jax.Array,
+    cache: KVCache | None = None,
+) -> tuple[jax.Array, KVCache | None]:
+    """Pure `Transformer.__call__` on `nnx.split(model)`: -> (hidden [B, T, D], cache)."""
+    return nnx.merge(graphdef, state)(tokens, positions, attention_mask, cache)
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+    """RoPE positions [B, T] int32 for a (left-)padded mask [B, T]: 0, 1, ... over real tokens."""
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def init_model(config: ModelConfig, seed: int = 0) -> Transformer:
+    """A randomly initialized model (weights N(0, init_std^2), norms 1, biases 0)."""
+    return Transformer(config, rngs=nnx.Rngs(seed))
