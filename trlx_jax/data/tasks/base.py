@@ -166,7 +166,9 @@ class TaskSource(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self._source)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return self.__getitems__(range(len(self))[index])
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {self.name}/{self.split}")
         return to_python(self._source[index % len(self)])
