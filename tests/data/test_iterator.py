@@ -95,9 +95,7 @@ def test_prompt_batches(arithmetic_train, formatter):
     assert batch.prompts.tokens.shape == (8, 10) and batch.prompts.tokens.dtype == np.int32
     assert batch.valid.all()
     assert batch.prompts.texts == [q + "=" for q in batch.questions]
-    for question, answer, index in zip(
-        batch.questions, batch.metadata["answer"], batch.indices, strict=True
-    ):
+    for question, answer, index in zip(batch.questions, batch.answers, batch.indices, strict=True):
         assert int(answer) == evaluate(question)
         assert arithmetic_train[int(index)]["question"] == question
     # Metadata is exactly what reward functions take as keyword arguments.

@@ -125,6 +125,19 @@ def test_countdown_contents_verify(tmp_path):
     assert Countdown.VERSION == prepare_task("countdown", data_dir=tmp_path, **options).version
 
 
+def test_countdown_unsatisfiable_config(tmp_path):
+    with pytest.raises(ValueError, match="no countdown puzzle"):
+        prepare_task("countdown", data_dir=tmp_path, operators="+", max_target=2, num_test=1)
+
+
+def test_task_specs_give_prompt_configs():
+    config = TASKS.get("arithmetic").prompt_config(max_length=16)
+    assert config.template.format(instruction=config.instruction, question="1+2") == "1+2="
+    assert config.max_length == 16
+    assert "####" in TASKS.get("gsm8k").prompt_config().instruction
+    assert set(TASKS.get("countdown").rewards) == {"countdown"}
+
+
 def test_gsm8k_from_manual_dir(data_dir, gsm8k_manual_dir, gsm8k_rows):
     gsm8k_train, gsm8k_test = gsm8k_rows
     train = _all(load_task("gsm8k", "train", data_dir=data_dir, manual_dir=gsm8k_manual_dir))

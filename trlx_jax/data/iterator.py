@@ -61,11 +61,16 @@ class IndexSampler:
             )
         self.epoch = 0
         self.step = 0
+        self._order_cache: tuple[int, np.ndarray] | None = None
 
     def _order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.num_examples)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+        if self._order_cache is None or self._order_cache[0] != epoch:
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+            else:
+                order = np.arange(self.num_examples)
+            self._order_cache = (epoch, order)
+        return self._order_cache[1]
 
     def next(self) -> tuple[np.ndarray, np.ndarray]:
         """(example indices, valid mask) of this process's slice of the next global batch."""
@@ -123,6 +128,11 @@ class RLBatch:
     metadata: dict[str, list[Any]]
     valid: np.ndarray  # bool [B]; False on filler rows of a final partial batch
     indices: np.ndarray  # int [B], positions in the source
+
+    @property
+    def answers(self) -> list[Any]:
+        """The gold answers, one per row."""
+        return self.metadata["answer"]
 
 
 @dataclasses.dataclass

@@ -122,11 +122,7 @@ class PromptFormatter:
         return [list(ids) for ids in encoded]
 
     def batch(self, questions: Sequence[str]) -> tuple[PromptBatch, np.ndarray]:
-        """The batch of the questions that fit, and the indices of those kept.
-
-        Too-long prompts raise `PromptTooLongError` or, with `on_too_long='drop'`, are left out
-        and counted in the log.
-        """
+        """The batch of the questions that fit, and their indices (see `on_too_long`)."""
         texts = [self.format(q) for q in questions]
         ids = self.encode(texts)
         keep = self.check_lengths([len(x) for x in ids], texts)

@@ -9,6 +9,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from trlx_jax.data.prompts import PromptConfig
 from trlx_jax.data.tasks.arithmetic import Arithmetic, ArithmeticConfig
 from trlx_jax.data.tasks.base import TaskBuilder, TaskSource, config_with_overrides
 from trlx_jax.data.tasks.countdown import Countdown, CountdownConfig
@@ -24,6 +25,12 @@ class TaskSpec:
     rewards: Mapping[str, float]
     instruction: str = ""
     template: str = "{instruction}{question}"
+
+    def prompt_config(self, **overrides: Any) -> PromptConfig:
+        """A `PromptConfig` with this task's template and instruction, then `overrides`."""
+        return PromptConfig(
+            **{"template": self.template, "instruction": self.instruction, **overrides}
+        )
 
 
 TASKS: Registry[TaskSpec] = Registry("task")

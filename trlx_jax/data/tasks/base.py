@@ -29,9 +29,12 @@ class TaskBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     @tfds.core.utils.classproperty
     @classmethod
-    def code_path(cls) -> epath.Path:
+    def code_path(cls) -> epath.Path | None:
         """The builder's source file (tfds's own lookup needs `importlib_resources` on py>=3.9)."""
-        return epath.Path(inspect.getfile(cls))
+        try:
+            return epath.Path(inspect.getfile(cls))
+        except (TypeError, OSError):  # defined in a notebook or an interactive session
+            return None
 
     def _info(self) -> tfds.core.DatasetInfo:
         features = {name: tfds.features.Text() for name in TEXT_FIELDS}

@@ -14,6 +14,8 @@ from trlx_jax.data.tasks.base import SyntheticBuilder, SyntheticConfig
 _OPERATORS = "+-*/"
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
 _ATOM = 3
+# Draws of numbers allowed per example before the config is declared unsatisfiable.
+_MAX_DRAWS = 1000
 
 
 @dataclasses.dataclass(eq=False)
@@ -71,11 +73,16 @@ class Countdown(SyntheticBuilder, skip_registration=True):
 
     def _sample(self, rng: np.random.Generator) -> dict[str, Any]:
         config = self.builder_config
-        while True:
+        for _ in range(_MAX_DRAWS):
             numbers = [int(x) for x in rng.integers(1, config.max_number + 1, config.num_numbers)]
             solved = self._random_solution(rng, numbers)
             if solved is not None and solved[0] <= config.max_target:
                 break
+        else:
+            raise ValueError(
+                f"no countdown puzzle with a target <= {config.max_target} in {_MAX_DRAWS} draws; "
+                "raise max_target or allow more operators"
+            )
         target, solution = solved
         # The generator and the reward share one evaluator, so every stored solution verifies.
         assert evaluate(solution) == target, (solution, target)
