@@ -110,7 +110,7 @@ def _broken_on_third(samples, prompts, outputs, **metadata):
 def test_raising_reward_names_function_and_offending_sample():
     outputs = ["ab", "abcd", "abc", "a"]
     with pytest.raises(RewardError) as info:
-        call_reward(_broken_on_third, outputs, outputs, outputs, answer=["w", "x", "y", "z"])
+        call_reward(_broken_on_third, outputs, outputs, outputs, {"answer": ["w", "x", "y", "z"]})
     message = str(info.value)
     assert "'_broken_on_third' raised ZeroDivisionError" in message
     assert "sample 2: output='abc'" in message and "'answer': 'y'" in message
@@ -153,6 +153,8 @@ def test_combined_reward_weights_and_components():
     components = reward.components(samples, samples, outputs, answer=["7"] * 4)
     np.testing.assert_array_equal(components["format"], [1, 0, 1, 0])
     assert reward.__name__ == "1*numeric_match + 0.1*format"
+    # Any example field may be metadata, even one named like a parameter.
+    assert reward(["#### 7"], [""], ["#### 7"], answer=["7"], name=["x"], fn=["y"]) == [1.1]
 
 
 def test_combined_reward_accepts_callables_and_checks_them():

@@ -190,16 +190,18 @@ class PromptIterator:
             process_count=process_count,
         )
 
-    def _scan(self) -> np.ndarray:
-        keep = []
+    def _chunks(self) -> Iterator[list[dict[str, Any]]]:
         for start in range(0, len(self.source), _SCAN_CHUNK):
-            examples = _read(self.source, range(start, min(start + _SCAN_CHUNK, len(self.source))))
-            keep.append(start + self._fits(examples))
-        return np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+            yield _read(self.source, range(start, min(start + _SCAN_CHUNK, len(self.source))))
 
-    def _fits(self, examples: Sequence[dict[str, Any]]) -> np.ndarray:
-        texts = [self.formatter.format(e["question"]) for e in examples]
-        lengths = [len(ids) for ids in self.formatter.encode(texts)]
+    def _scan(self) -> np.ndarray:
+        """Indices of the examples whose prompt fits (one check, one log line, for all)."""
+        texts: list[str] = []
+        lengths: list[int] = []
+        for examples in self._chunks():
+            chunk = [self.formatter.format(e["question"]) for e in examples]
+            texts += chunk
+            lengths += [len(ids) for ids in self.formatter.encode(chunk)]
         return self.formatter.check_lengths(lengths, texts)
 
     @property
@@ -265,25 +267,29 @@ class SupervisedIterator(PromptIterator):
         encoded = self.formatter.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [[*ids, self.eos_id] for ids in encoded]
 
-    def _fits(self, examples: Sequence[dict[str, Any]]) -> np.ndarray:
-        fits_prompt = super()._fits(examples)
-        lengths = np.array([len(ids) for ids in self._encode_completions(examples)])
-        too_long = np.flatnonzero(lengths > self.max_completion_length)
+    def _scan(self) -> np.ndarray:
+        fits_prompt = super()._scan()
+        completions: list[str] = []
+        lengths: list[int] = []
+        for examples in self._chunks():
+            completions += [e[self.completion_field] for e in examples]
+            lengths += [len(ids) for ids in self._encode_completions(examples)]
+        too_long = np.flatnonzero(np.asarray(lengths) > self.max_completion_length)
         if too_long.size and self.formatter.config.on_too_long == "error":
             i = int(too_long[0])
             raise PromptTooLongError(
                 f"{too_long.size} completion(s) exceed max_completion_length="
                 f"{self.max_completion_length}; the first has {lengths[i]} tokens: "
-                f"{examples[i][self.completion_field][:200]!r}"
+                f"{completions[i][:200]!r}"
             )
         if too_long.size:
             logger.warning(
                 "dropped %d of %d examples whose completion is longer than %d tokens",
                 too_long.size,
-                lengths.size,
+                len(lengths),
                 self.max_completion_length,
             )
-        return np.intersect1d(fits_prompt, np.flatnonzero(lengths <= self.max_completion_length))
+        return np.setdiff1d(fits_prompt, too_long)
 
     def _make_batch(
         self, examples: list[dict[str, Any]], valid: np.ndarray, indices: np.ndarray

@@ -154,11 +154,13 @@ def call_reward(
     samples: Sequence[str],
     prompts: Sequence[str],
     outputs: Sequence[str],
+    metadata: Mapping[str, Any] | None = None,
+    *,
     name: str | None = None,
-    **metadata: Any,
 ) -> np.ndarray:
     """Calls one reward function and checks its result: one finite float per sample (float64)."""
     name = name or getattr(fn, "__name__", repr(fn))
+    metadata = metadata or {}
     n = len(outputs)
     try:
         raw = fn(samples, prompts, outputs, **metadata)
@@ -236,11 +238,12 @@ class CombinedReward:
         samples: Sequence[str],
         prompts: Sequence[str],
         outputs: Sequence[str],
+        /,
         **metadata: Any,
     ) -> dict[str, np.ndarray]:
         """Each term's checked, unweighted rewards, by name (for metrics)."""
         return {
-            name: call_reward(fn, samples, prompts, outputs, name=name, **metadata)
+            name: call_reward(fn, samples, prompts, outputs, metadata, name=name)
             for name, fn, _ in self.terms
         }
 
@@ -253,6 +256,7 @@ class CombinedReward:
         samples: Sequence[str],
         prompts: Sequence[str],
         outputs: Sequence[str],
+        /,
         **metadata: Any,
     ) -> list[float]:
         return self.total(self.components(samples, prompts, outputs, **metadata)).tolist()
