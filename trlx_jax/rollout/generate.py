@@ -1,0 +1,208 @@
+"""`generate`: batched KV-cache sampling that records behaviour log-probs and top-K per token.
+
+One compiled program per (batch, prompt bucket, generation bucket, sampling params): a prefill
+forward over the left-padded prompts fills the cache, then a `lax.while_loop` decodes one token
+per step and exits as soon as every row has stopped. The weights are traced arguments (new
+weights never recompile), and the cache lives inside the program, so XLA updates it in place
+across the loop (the strongest form of donation: it never leaves the device or gets copied).
+
+Prompt lengths are bucketed (left-padded up to the bucket), and so is the generation buffer;
+`max_new_tokens` itself is a traced loop bound, so varying prompt lengths or generation lengths
+within a bucket reuse the compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from trlx_jax.models.cache import init_cache, next_positions
+from trlx_jax.models.config import ModelConfig
+from trlx_jax.models.sharding import constrain
+from trlx_jax.models.transformer import Transformer, forward, positions_from_mask
+from trlx_jax.rollout.sampling import SamplingParams, select_tokens
+
+FINISH_LENGTH = 0  # reached max_new_tokens
+FINISH_STOP = 1  # emitted a stop token (kept as the last response token)
+
+_MIN_BUCKET = 16
+_LINEAR_BUCKET = 256
+
+
+def bucket_length(n: int) -> int:
+    """The padded length for n tokens: powers of two from 16 up to 256, then multiples of 256."""
+    if n <= _MIN_BUCKET:
+        return _MIN_BUCKET
+    if n <= _LINEAR_BUCKET:
+        return 1 << (n - 1).bit_length()
+    return -(-n // _LINEAR_BUCKET) * _LINEAR_BUCKET
+
+
+class Rollout(NamedTuple):
+    """Completions of N = B * num_samples rows (row r answers prompt r // num_samples).
+
+    tokens [N, L] int32 (pad_id after the end); response_mask [N, L] bool (True on generated
+    tokens, the stop token included); lengths [N] int32; finish_reason [N] int32 (FINISH_*);
+    logp [N, L] float32, the behaviour log-prob of each sampled token; topk_ids [N, L, K] int32
+    and topk_logp [N, L, K] float32 (None when record_top_k = 0); prompt_tokens and prompt_mask
+    [N, P] the left-padded prompts, repeated per sample; prompt_index [N] int32.
+    Recorded values follow `sampling.py`: temperature applied, no top-p/top-k truncation.
+    """
+
+    tokens: jax.Array
+    response_mask: jax.Array
+    lengths: jax.Array
+    finish_reason: jax.Array
+    logp: jax.Array
+    topk_ids: jax.Array | None
+    topk_logp: jax.Array | None
+    prompt_tokens: jax.Array
+    prompt_mask: jax.Array
+    prompt_index: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    """Everything that selects a compiled program (hashable, passed as a static argument)."""
+
+    graphdef: nnx.GraphDef
+    config: ModelConfig
+    sampling: SamplingParams
+    gen_buffer: int
+    stop_ids: tuple[int, ...]
+    pad_id: int
+
+
+def _lm_logits(graphdef: nnx.GraphDef, state: nnx.State, hidden: jax.Array) -> jax.Array:
+    """hidden [N, D] -> float32 logits [N, V]."""
+    return nnx.merge(graphdef, state).logits(hidden[:, None])[:, 0]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _generate(
+    static: _Static,
+    state: nnx.State,
+    tokens: jax.Array,
+    mask: jax.Array,
+    key: jax.Array,
+    max_new_tokens: jax.Array,
+) -> tuple[jax.Array, ...]:
+    """The compiled prefill + decode loop; returns the per-token buffers of length gen_buffer."""
+    graphdef, sampling, config = static.graphdef, static.sampling, static.config
+    n, p = tokens.shape
+    length = static.gen_buffer
+    tokens = constrain(tokens, ("batch", "seq"))
+    mask = constrain(mask, ("batch", "seq"))
+    cache = init_cache(config, n, p + length)
+    hidden, cache = forward(graphdef, state, tokens, positions_from_mask(mask), mask, cache)
+    logits = _lm_logits(graphdef, state, hidden[:, -1])
+
+    k = min(sampling.record_top_k, config.vocab_size)
+    out_tokens = jnp.full((n, length), static.pad_id, jnp.int32)
+    out_logp = jnp.zeros((n, length), jnp.float32)
+    out_topk_ids = jnp.zeros((n, length, k), jnp.int32)
+    out_topk_logp = jnp.zeros((n, length, k), jnp.float32)
+    stop_ids = jnp.asarray(static.stop_ids or (-1,), jnp.int32)
+
+    def cond(carry):
+        step, done = carry[0], carry[3]
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        step, cache, logits, done, lengths, stopped, buffers = carry
+        sampled, logp, topk_ids, topk_logp = select_tokens(
+            jax.random.fold_in(key, step), logits, sampling
+        )
+        live = ~done
+        sampled = jnp.where(live, sampled, static.pad_id)
+        toks, lps, tk_ids, tk_lps = buffers
+        toks = toks.at[:, step].set(sampled)
+        lps = lps.at[:, step].set(jnp.where(live, logp, 0.0))
+        if k:
+            tk_ids = tk_ids.at[:, step].set(jnp.where(live[:, None], topk_ids, 0))
+            tk_lps = tk_lps.at[:, step].set(jnp.where(live[:, None], topk_logp, 0.0))
+        hit_stop = live & jnp.isin(sampled, stop_ids)
+        lengths = lengths + live.astype(jnp.int32)
+        hidden, cache = forward(
+            graphdef, state, sampled[:, None], next_positions(cache)[:, None], live[:, None], cache
+        )
+        logits = _lm_logits(graphdef, state, hidden[:, 0])
+        return (step + 1, cache, logits, done | hit_stop, lengths, stopped | hit_stop,
+                (toks, lps, tk_ids, tk_lps))
+
+    zeros = jnp.zeros((n,), jnp.bool_)
+    carry = (jnp.zeros((), jnp.int32), cache, logits, zeros, jnp.zeros((n,), jnp.int32), zeros,
+             (out_tokens, out_logp, out_topk_ids, out_topk_logp))
+    _, _, _, _, lengths, stopped, buffers = jax.lax.while_loop(cond, body, carry)
+    return (lengths, stopped, *buffers)
+
+
+def generate(
+    model: Transformer | tuple[nnx.GraphDef, nnx.State],
+    prompt_tokens: jax.Array | np.ndarray,
+    prompt_mask: jax.Array | np.ndarray,
+    *,
+    key: jax.Array,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    sampling: SamplingParams | None = None,
+    stop_ids: Sequence[int] = (),
+    pad_id: int = 0,
+) -> Rollout:
+    """Samples `num_samples` completions per left-padded prompt [B, P] (mask True on tokens).
+
+    `model` is a Transformer or its `nnx.split` (graphdef, state); with sharded parameters, call
+    it inside `jax.set_mesh(mesh)` and the batch is sharded over ("data", "fsdp").
+    `sampling` defaults to `SamplingParams()` (temperature 1, no truncation, no top-K record).
+    """
+    sampling = SamplingParams() if sampling is None else sampling
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    graphdef, state = nnx.split(model) if isinstance(model, nnx.Module) else model
+    config = nnx.merge(graphdef, state).config
+    prompt_tokens = np.asarray(prompt_tokens, np.int32)
+    prompt_mask = np.asarray(prompt_mask, bool)
+    if prompt_tokens.ndim != 2 or prompt_tokens.shape != prompt_mask.shape:
+        raise ValueError(
+            f"prompt_tokens {prompt_tokens.shape} and prompt_mask {prompt_mask.shape} must both "
+            "be [batch, prompt_len]"
+        )
+    if not prompt_mask.any(axis=1).all():
+        raise ValueError("every prompt needs at least one real token (a row of prompt_mask is "
+                         "all False)")
+    if (prompt_mask[:, :-1] & ~prompt_mask[:, 1:]).any():
+        raise ValueError("prompts must be LEFT-padded: a real token is followed by padding")
+    b, p = prompt_tokens.shape
+    pad = bucket_length(p) - p
+    tokens = np.pad(prompt_tokens, ((0, 0), (pad, 0)), constant_values=pad_id)
+    mask = np.pad(prompt_mask, ((0, 0), (pad, 0)))
+    tokens = np.repeat(tokens, num_samples, axis=0)
+    mask = np.repeat(mask, num_samples, axis=0)
+
+    static = _Static(graphdef, config, sampling, bucket_length(max_new_tokens),
+                     tuple(int(t) for t in stop_ids), int(pad_id))
+    lengths, stopped, out_tokens, out_logp, topk_ids, topk_logp = _generate(
+        static, state, jnp.asarray(tokens), jnp.asarray(mask), key, jnp.int32(max_new_tokens)
+    )
+    recorded = sampling.record_top_k > 0
+    return Rollout(
+        tokens=out_tokens[:, :max_new_tokens],
+        response_mask=jnp.arange(max_new_tokens)[None, :] < lengths[:, None],
+        lengths=lengths,
+        finish_reason=jnp.where(stopped, FINISH_STOP, FINISH_LENGTH).astype(jnp.int32),
+        logp=out_logp[:, :max_new_tokens],
+        topk_ids=topk_ids[:, :max_new_tokens] if recorded else None,
+        topk_logp=topk_logp[:, :max_new_tokens] if recorded else None,
+        prompt_tokens=jnp.asarray(tokens[:, pad:]),
+        prompt_mask=jnp.asarray(mask[:, pad:]),
+        prompt_index=jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_samples),
+    )
