@@ -8,7 +8,7 @@ import torch
 from hf_testing import FAMILIES, make_hf_model
 
 from trlx_jax.models import load_hf, make_mesh, positions_from_mask
-from trlx_jax.rollout.generate import FINISH_LENGTH, FINISH_STOP, _generate, bucket_length, generate
+from trlx_jax.rollout.sampler import FINISH_LENGTH, FINISH_STOP, _generate, bucket_length, generate
 from trlx_jax.rollout.sampling import SamplingParams
 
 VOCAB = 128
