@@ -1,7 +1,14 @@
 """Advantage estimators, policy losses and aggregation, looked up by name.
 
 `policy_loss(name)` returns `fn(batch, cfg) -> (loss_sum, denominator, metrics)`;
-`advantage_estimator(name)` returns `fn(rewards, group_ids_or_size, cfg) -> advantages`.
+`advantage_estimator(name)` returns
+`fn(rewards [N], *, group_size=None, group_ids=None, eps=1e-6) -> advantages [N]`.
+
+Loss batch keys ([B, T] unless noted): `logp` (current policy, differentiable), `old_logp`
+(behaviour log-probs recorded by the sampler), `advantages` ([B] or [B, T]), `response_mask`,
+`sampled_ids` (int32); optional `entropy`, `ref_logp`; top-K: `old_topk_ids`, `old_topk_logp`
+(the rollout's top-K, [B, T, K]), `logp_at_old_topk` (current policy there, [B, T, K]),
+`topk_ids`, `topk_logp` (the current policy's own top-K, [B, T, K]).
 """
 
 from __future__ import annotations
