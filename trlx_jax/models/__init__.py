@@ -9,7 +9,7 @@ Public names load lazily (jax/flax/transformers are imported on first use):
     next_positions
     load_hf, save_hf                hf_io.py        HF safetensors checkpoints
     make_mesh, RULES, MESH_AXES,    sharding.py     logical-axis rules -> mesh shardings
-    state_shardings, shard_model,
+    replace_rules, state_shardings, shard_model,
     constrain
 """
 
@@ -35,6 +35,7 @@ _EXPORTS = {
     "state_shardings": "sharding",
     "shard_model": "sharding",
     "constrain": "sharding",
+    "replace_rules": "sharding",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,8 +1,9 @@
 """Decoder building blocks: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU MLP.
 
 Every parameter is an `nnx.Param` whose `logical_axes` metadata names its dimensions; the
-sharding rules in `sharding.py` turn those names into mesh axes. Block parameters are always
-stacked over layers (leading "layers" axis) and sliced by the layer scan in `transformer.py`.
+sharding rules in `sharding.py` turn those names into mesh axes. A `Block` holds the weights
+of all layers, stacked on a leading "layers" axis: it is called only through the layer scan
+in `transformer.py`, which hands each step a one-layer slice.
 """
 
 from __future__ import annotations
@@ -109,19 +110,19 @@ class Attention(nnx.Module):
     def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
         self.config = config
         d, h, k, hd = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
-        c = config
-        self.q_proj = param(rngs, (d, h, hd), ("layers", "embed", "heads", "head_dim"), c)
-        self.k_proj = param(rngs, (d, k, hd), ("layers", "embed", "kv_heads", "head_dim"), c)
-        self.v_proj = param(rngs, (d, k, hd), ("layers", "embed", "kv_heads", "head_dim"), c)
-        self.o_proj = param(rngs, (h, hd, d), ("layers", "heads", "head_dim", "embed"), c)
+        c, n = config, config.num_layers
+        self.q_proj = param(rngs, (n, d, h, hd), ("layers", "embed", "heads", "head_dim"), c)
+        self.k_proj = param(rngs, (n, d, k, hd), ("layers", "embed", "kv_heads", "head_dim"), c)
+        self.v_proj = param(rngs, (n, d, k, hd), ("layers", "embed", "kv_heads", "head_dim"), c)
+        self.o_proj = param(rngs, (n, h, hd, d), ("layers", "heads", "head_dim", "embed"), c)
         # Optional parameters are assigned once (NNX fixes an attribute's data/static kind).
         bias, norm = config.qkv_bias, config.qk_norm
-        self.q_bias = _optional(bias, (h, hd), ("layers", "heads", "head_dim"), c, "zeros")
-        self.k_bias = _optional(bias, (k, hd), ("layers", "kv_heads", "head_dim"), c, "zeros")
-        self.v_bias = _optional(bias, (k, hd), ("layers", "kv_heads", "head_dim"), c, "zeros")
-        self.o_bias = _optional(config.o_bias, (d,), ("layers", "embed"), c, "zeros")
-        self.q_norm = _optional(norm, (hd,), ("layers", "norm"), c, "ones")
-        self.k_norm = _optional(norm, (hd,), ("layers", "norm"), c, "ones")
+        self.q_bias = _optional(bias, (n, h, hd), ("layers", "heads", "head_dim"), c, "zeros")
+        self.k_bias = _optional(bias, (n, k, hd), ("layers", "kv_heads", "head_dim"), c, "zeros")
+        self.v_bias = _optional(bias, (n, k, hd), ("layers", "kv_heads", "head_dim"), c, "zeros")
+        self.o_bias = _optional(config.o_bias, (n, d), ("layers", "embed"), c, "zeros")
+        self.q_norm = _optional(norm, (n, hd), ("layers", "norm"), c, "ones")
+        self.k_norm = _optional(norm, (n, hd), ("layers", "norm"), c, "ones")
 
     def _project(self, x: jax.Array, kernel: nnx.Param, bias: nnx.Param | None) -> jax.Array:
         y = jnp.einsum("btd,dhk->bthk", x, kernel[...].astype(x.dtype))
@@ -167,14 +168,14 @@ class MLP(nnx.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)), optional biases (Llama `mlp_bias`)."""
 
     def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
-        d, f, c = config.hidden_size, config.intermediate_size, config
-        self.gate_proj = param(rngs, (d, f), ("layers", "embed", "mlp"), c)
-        self.up_proj = param(rngs, (d, f), ("layers", "embed", "mlp"), c)
-        self.down_proj = param(rngs, (f, d), ("layers", "mlp", "embed"), c)
+        d, f, c, n = config.hidden_size, config.intermediate_size, config, config.num_layers
+        self.gate_proj = param(rngs, (n, d, f), ("layers", "embed", "mlp"), c)
+        self.up_proj = param(rngs, (n, d, f), ("layers", "embed", "mlp"), c)
+        self.down_proj = param(rngs, (n, f, d), ("layers", "mlp", "embed"), c)
         bias = config.mlp_bias
-        self.gate_bias = _optional(bias, (f,), ("layers", "mlp"), c, "zeros")
-        self.up_bias = _optional(bias, (f,), ("layers", "mlp"), c, "zeros")
-        self.down_bias = _optional(bias, (d,), ("layers", "embed"), c, "zeros")
+        self.gate_bias = _optional(bias, (n, f), ("layers", "mlp"), c, "zeros")
+        self.up_bias = _optional(bias, (n, f), ("layers", "mlp"), c, "zeros")
+        self.down_bias = _optional(bias, (n, d), ("layers", "embed"), c, "zeros")
 
     @staticmethod
     def _linear(x: jax.Array, kernel: nnx.Param, bias: nnx.Param | None) -> jax.Array:
@@ -189,14 +190,14 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-norm decoder layer: x + attn(norm(x)), then + mlp(norm(x))."""
+    """Pre-norm decoder layer x + attn(norm(x)), then + mlp(norm(x)); weights of all layers."""
 
     def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
         self.config = config
-        c = config
-        self.attn_norm = param(None, (c.hidden_size,), ("layers", "norm"), c, "ones")
+        c, n = config, config.num_layers
+        self.attn_norm = param(None, (n, c.hidden_size), ("layers", "norm"), c, "ones")
         self.attn = Attention(config, rngs)
-        self.mlp_norm = param(None, (c.hidden_size,), ("layers", "norm"), c, "ones")
+        self.mlp_norm = param(None, (n, c.hidden_size), ("layers", "norm"), c, "ones")
         self.mlp = MLP(config, rngs)
 
     def __call__(

@@ -54,6 +54,16 @@ RULES: Rules = (
 )
 
 
+def replace_rules(rules: Rules = RULES, **changes: MeshAxes) -> Rules:
+    """`rules` with some logical axes remapped, e.g. `replace_rules(kv_heads=None)`."""
+    table = dict(rules)
+    unknown = sorted(set(changes) - set(table))
+    if unknown:
+        raise ValueError(f"unknown logical axes {unknown}; known: {sorted(table)}")
+    table.update(changes)
+    return tuple(table.items())
+
+
 def make_mesh(shape: Sequence[int], devices: Sequence[Any] | None = None) -> Mesh:
     """A mesh of `shape` (data, fsdp, tensor) over the first prod(shape) devices, Auto axes."""
     if len(shape) != len(MESH_AXES):

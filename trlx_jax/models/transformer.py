@@ -40,7 +40,7 @@ class Transformer(nnx.Module):
         self.config = config
         c = config
         self.embed = param(rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), c)
-        self.layers = _stacked_blocks(config, rngs)
+        self.layers = Block(config, rngs)
         self.final_norm = param(None, (c.hidden_size,), ("norm",), c, "ones")
         self.lm_head = (
             None
@@ -115,17 +115,6 @@ class Transformer(nnx.Module):
         """hidden [B, T, D] -> float32 logits [B, T, V] (compute-dtype matmul, f32 accumulation)."""
         w = self.lm_head_weight().astype(hidden.dtype)
         return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
-
-
-def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> Block:
-    """One Block whose parameters carry a leading [num_layers] axis, independently initialized."""
-
-    @nnx.split_rngs(splits=config.num_layers)
-    @nnx.vmap(in_axes=(0,), out_axes=0)
-    def make(rngs: nnx.Rngs) -> Block:
-        return Block(config, rngs)
-
-    return make(rngs)
 
 
 def forward(
