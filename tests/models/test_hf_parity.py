@@ -1,17 +1,20 @@
 """HF parity: load_hf logits == transformers logits (<= 1e-4, float32), and save_hf round trips."""
 
+import functools
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 from hf_testing import FAMILIES, hf_logits, make_hf_model, padded_batch
 from safetensors.numpy import load_file, save_file
 from transformers import AutoModelForCausalLM, GPT2Config
 
-from trlx_jax.models import load_hf, save_hf
+from trlx_jax.models import forward, load_hf, save_hf
 
 TOL = 1e-4
 
@@ -25,9 +28,14 @@ def checkpoint(request, tmp_path_factory):
     return request.param, model, path
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(graphdef, state, tokens, positions, mask):
+    hidden, _ = forward(graphdef, state, tokens, positions, mask)
+    return nnx.merge(graphdef, state).logits(hidden)
+
+
 def _our_logits(model, tokens, mask, positions) -> np.ndarray:
-    hidden, _ = model(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask))
-    return np.asarray(model.logits(hidden))
+    return np.asarray(_logits(*nnx.split(model), tokens, positions, mask))
 
 
 def test_logits_match_transformers(checkpoint):

@@ -34,7 +34,7 @@ _HIDDEN_AXES = ("batch", "seq", "act_embed")
 
 
 class Transformer(nnx.Module):
-    """Decoder-only transformer; parameters: embed, layers (stacked Blocks), final_norm, lm_head."""
+    """Decoder-only transformer: embed, layers (a Block of stacked weights), final_norm, lm_head."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self.config = config
