@@ -3,7 +3,8 @@
 The LM-head projection and the log-softmax are evaluated on blocks of `chunk_size` tokens
 inside a `lax.map` whose body is rematerialized (`jax.checkpoint`), so neither the forward nor
 the backward pass ever holds more than one `[chunk_size, V]` float32 block of logits. All math
-is float32 whatever the input dtype, with the temperature applied as in the sampler
+is float32 whatever the input dtype (float64 inputs stay float64, for gradient checks), with
+the temperature applied as in the sampler
 (`log_softmax(logits / temperature)` over the full vocabulary, see `trlx_jax.rollout.sampling`).
 """
 
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 
 
 class TokenLogProbs(NamedTuple):
-    """Outputs of `token_logprobs`; disabled outputs are None. Float32, nats."""
+    """Outputs of `token_logprobs`; disabled outputs are None. Float32 (or float64), nats."""
 
     logp: jax.Array  # [B, T] log-prob of the target token
     entropy: jax.Array | None  # [B, T] entropy of the full distribution
@@ -34,8 +35,8 @@ def _block(
     top_k: int,
     with_entropy: bool,
 ) -> TokenLogProbs:
-    """[C, D] hidden, [D, V] f32 head, [C] ids, [C, K'] ids -> outputs for C tokens."""
-    logits = jnp.dot(hidden.astype(jnp.float32), lm_head) / temperature
+    """[C, D] hidden, [D, V] f32/f64 head, [C] ids, [C, K'] ids -> outputs for C tokens."""
+    logits = jnp.dot(hidden.astype(lm_head.dtype), lm_head) / temperature
     logp_full = jax.nn.log_softmax(logits, axis=-1)
     logp = jnp.take_along_axis(logp_full, target_ids[:, None], axis=-1)[:, 0]
     entropy = -jnp.sum(jnp.exp(logp_full) * logp_full, axis=-1) if with_entropy else None
@@ -71,7 +72,7 @@ def token_logprobs(
     flat_gather = None if gather_ids is None else gather_ids.reshape(n, -1).astype(jnp.int32)
     # One f32 copy of the head outside the loop: its gradient is then accumulated in f32 across
     # chunks even when the weights are bf16.
-    head = lm_head.astype(jnp.float32)
+    head = lm_head.astype(jnp.promote_types(jnp.result_type(hidden, lm_head), jnp.float32))
 
     def block(h: jax.Array, ids: jax.Array, gather: jax.Array | None) -> TokenLogProbs:
         return _block(h, head, ids, gather, temperature, top_k, entropy)

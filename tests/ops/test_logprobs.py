@@ -1,0 +1,137 @@
+"""Chunked log-probs: equal to a naive full log-softmax (values and gradients), bounded memory."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from trlx_jax.ops.logprobs import token_logprobs
+
+B, T, D, V, K, KG = 3, 5, 8, 37, 4, 3  # B*T = 15: chunks of 4 leave a ragged remainder of 3
+TEMPERATURE = 0.7
+
+
+def make_inputs(dtype=jnp.float32, seed=0):
+    keys = jax.random.split(jax.random.key(seed), 4)
+    hidden = jax.random.normal(keys[0], (B, T, D)).astype(dtype)
+    head = (jax.random.normal(keys[1], (D, V)) * 0.7).astype(dtype)
+    ids = jax.random.randint(keys[2], (B, T), 0, V)
+    gather_ids = jax.random.randint(keys[3], (B, T, KG), 0, V)
+    return hidden, head, ids, gather_ids
+
+
+def naive(hidden, head, ids, gather_ids, temperature=TEMPERATURE, top_k=K):
+    """The textbook computation on the whole [B, T, V] log-softmax, in float32."""
+    logits = jnp.einsum("btd,dv->btv", hidden.astype(jnp.float32), head.astype(jnp.float32))
+    logp_full = jax.nn.log_softmax(logits / temperature, axis=-1)
+    probs = jax.nn.softmax(logits / temperature, axis=-1)
+    topk_logp, topk_ids = jax.lax.top_k(logp_full, top_k)
+    return {
+        "logp": jnp.take_along_axis(logp_full, ids[..., None], axis=-1)[..., 0],
+        "entropy": -(probs * logp_full).sum(-1),
+        "topk_ids": topk_ids,
+        "topk_logp": topk_logp,
+        "gathered_logp": jnp.take_along_axis(logp_full, gather_ids, axis=-1),
+    }
+
+
+def chunked(hidden, head, ids, gather_ids, chunk_size=4):
+    out = token_logprobs(
+        hidden,
+        head,
+        ids,
+        temperature=TEMPERATURE,
+        top_k=K,
+        gather_ids=gather_ids,
+        chunk_size=chunk_size,
+    )
+    return out._asdict()
+
+
+def scalar(outputs, weights_seed=1):
+    """A loss touching every differentiable output with its own random per-token weights."""
+    total = 0.0
+    for i, name in enumerate(["logp", "entropy", "topk_logp", "gathered_logp"]):
+        w = jax.random.normal(jax.random.key(weights_seed + i), outputs[name].shape)
+        total = total + jnp.sum(w * outputs[name])
+    return total
+
+
+@pytest.mark.parametrize("chunk_size", [2, 4, 15, 64, None])
+def test_forward_matches_naive(chunk_size):
+    hidden, head, ids, gather_ids = make_inputs()
+    got = jax.jit(chunked, static_argnames="chunk_size")(
+        hidden, head, ids, gather_ids, chunk_size=chunk_size
+    )
+    want = naive(hidden, head, ids, gather_ids)
+    for name in ["logp", "entropy", "topk_logp", "gathered_logp"]:
+        assert got[name].dtype == jnp.float32
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(got["topk_ids"], want["topk_ids"])
+    assert got["topk_ids"].dtype == jnp.int32
+    assert got["logp"].shape == (B, T) and got["gathered_logp"].shape == (B, T, KG)
+
+
+def test_gradients_match_naive_with_ragged_remainder():
+    hidden, head, ids, gather_ids = make_inputs()
+    grad_chunked = jax.jit(
+        jax.grad(lambda h, w: scalar(chunked(h, w, ids, gather_ids)), argnums=(0, 1))
+    )
+    grad_naive = jax.jit(
+        jax.grad(lambda h, w: scalar(naive(h, w, ids, gather_ids)), argnums=(0, 1))
+    )
+    for got, want in zip(grad_chunked(hidden, head), grad_naive(hidden, head), strict=True):
+        assert np.abs(want).max() > 0.1
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_inputs_use_float32_math():
+    hidden, head, ids, gather_ids = make_inputs(jnp.bfloat16)
+    got = jax.jit(chunked)(hidden, head, ids, gather_ids)
+    want = naive(hidden.astype(jnp.float32), head.astype(jnp.float32), ids, gather_ids)
+    for name in ["logp", "entropy", "topk_logp", "gathered_logp"]:
+        assert got[name].dtype == jnp.float32
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+    grads = jax.jit(jax.grad(lambda h, w: scalar(chunked(h, w, ids, gather_ids)), argnums=(0, 1)))(
+        hidden, head
+    )
+    want_grads = jax.grad(lambda h, w: scalar(naive(h, w, ids, gather_ids)), argnums=(0, 1))(
+        hidden.astype(jnp.float32), head.astype(jnp.float32)
+    )
+    for got_g, want_g in zip(grads, want_grads, strict=True):
+        assert got_g.dtype == jnp.bfloat16
+        # Float32 accumulation across chunks, one rounding to bf16 at the end: within half a
+        # bf16 ulp (2^-8 relative) of the float32 gradient.
+        np.testing.assert_allclose(got_g.astype(jnp.float32), want_g, rtol=2.0**-8, atol=1e-6)
+
+
+def test_disabled_outputs_are_none_and_temperature_one_default():
+    hidden, head, ids, _ = make_inputs()
+    out = token_logprobs(hidden, head, ids, entropy=False, chunk_size=4)
+    assert out.entropy is None and out.topk_ids is None and out.topk_logp is None
+    assert out.gathered_logp is None
+    want = naive(hidden, head, ids, jnp.zeros((B, T, 1), jnp.int32), temperature=1.0)
+    np.testing.assert_allclose(out.logp, want["logp"], rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_step_allocates_a_fraction_of_naive():
+    # Shapes where the [N, V] float32 logits dominate: the chunked step must not hold them.
+    n, d, v = 1024, 16, 8192
+    shapes = (
+        jax.ShapeDtypeStruct((4, n // 4, d), jnp.float32),
+        jax.ShapeDtypeStruct((d, v), jnp.float32),
+        jax.ShapeDtypeStruct((4, n // 4), jnp.int32),
+    )
+
+    def temp_bytes(chunk_size):
+        def objective(h, w, ids):
+            out = token_logprobs(h, w, ids, top_k=2, chunk_size=chunk_size)
+            return out.logp.sum() + out.entropy.sum() + out.topk_logp.sum()
+
+        step = jax.jit(jax.grad(objective, argnums=(0, 1)))
+        return step.lower(*shapes).compile().memory_analysis().temp_size_in_bytes
+
+    logits_bytes = n * v * 4
+    assert temp_bytes(None) >= logits_bytes
+    assert temp_bytes(32) <= 0.25 * logits_bytes
