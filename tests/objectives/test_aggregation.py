@@ -7,8 +7,11 @@ import pytest
 from trlx_jax.objectives.aggregation import MODES, aggregate, finalize
 
 # Three sequences with 3, 1 and 0 response tokens; the padding holds garbage.
-TERMS = jnp.array([[1.0, 2.0, 3.0, jnp.nan], [4.0, jnp.inf, 0.0, 0.0], [9.0, 9.0, 9.0, 9.0]])
-MASK = jnp.array([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], bool)
+# Padded length T = 6.
+TERMS = jnp.array(
+    [[1.0, 2.0, 3.0, jnp.nan, 0, 0], [4.0, jnp.inf, 0, 0, 0, 0], [9.0, 9.0, 9.0, 9.0, 9.0, 9.0]]
+)
+MASK = jnp.array([[1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], bool)
 
 
 @pytest.mark.parametrize(
@@ -17,7 +20,7 @@ MASK = jnp.array([[1, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]], bool)
         ("token-mean", 0, 10.0, 4.0),
         ("seq-mean-token-sum", 0, 10.0, 2.0),
         ("seq-mean-token-mean", 0, 2.0 + 4.0, 2.0),
-        ("seq-mean-token-sum-norm", 0, 10.0 / 4, 2.0),
+        ("seq-mean-token-sum-norm", 0, 10.0 / 6, 2.0),
         ("seq-mean-token-sum-norm", 5, 10.0 / 5, 2.0),
     ],
 )

@@ -129,33 +129,43 @@ def test_mask_respects_response_mask_and_broadcasts_sequence_advantages(x64):
     assert m.dtype == logp.dtype
 
 
-def random_distributions(key, n, v):
-    k1, k2 = jax.random.split(key)
-    mu = jax.nn.softmax(2.0 * jax.random.normal(k1, (n, v)))
-    pi = jax.nn.softmax(jnp.log(mu) + 0.8 * jax.random.normal(k2, (n, v)))
-    return mu, pi
+def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def random_distributions(seed, n, v):
+    """(mu, pi, sampled) in numpy float64: pi a perturbation of mu, tokens drawn from mu."""
+    rng = np.random.default_rng(seed)
+    logmu = log_softmax(2.0 * rng.standard_normal((n, v)))
+    logpi = log_softmax(logmu + 0.8 * rng.standard_normal((n, v)))
+    sampled = (logmu + rng.gumbel(size=(n, v))).argmax(-1)
+    return np.exp(logmu), np.exp(logpi), sampled
 
 
 def slots_from_full(mu, pi, sampled, k):
-    ids = jax.lax.top_k(mu, k)[1]
-    logmu, logpi = jnp.log(mu), jnp.log(pi)
-    take = lambda x, i: jnp.take_along_axis(x, i, axis=-1)
+    ids = np.argsort(-mu, axis=-1)[:, :k]
+    logmu, logpi = np.log(mu), np.log(pi)
+    take = lambda x, i: np.take_along_axis(x, i, axis=-1)
     return dppo.topk_slots(
-        ids,
-        take(logmu, ids),
-        take(logpi, ids),
-        sampled,
-        take(logpi, sampled[:, None])[:, 0],
-        take(logmu, sampled[:, None])[:, 0],
+        jnp.asarray(ids),
+        jnp.asarray(take(logmu, ids)),
+        jnp.asarray(take(logpi, ids)),
+        jnp.asarray(sampled),
+        jnp.asarray(take(logpi, sampled[:, None])[:, 0]),
+        jnp.asarray(take(logmu, sampled[:, None])[:, 0]),
     )
 
 
+def sampled_log_probs(mu, pi, sampled):
+    rows = np.arange(len(sampled))
+    return jnp.asarray(np.log(pi[rows, sampled])), jnp.asarray(np.log(mu[rows, sampled]))
+
+
 def test_topk_with_k1_equals_binary(x64):
-    mu, pi = random_distributions(jax.random.key(0), 64, 10)
-    sampled = jax.random.categorical(jax.random.key(1), jnp.log(mu))
+    mu, pi, sampled = random_distributions(0, 64, 10)
     logq_k, logmu_k = slots_from_full(mu, pi, sampled, 1)
-    logp = jnp.log(pi[jnp.arange(64), sampled])
-    logmu = jnp.log(mu[jnp.arange(64), sampled])
+    logp, logmu = sampled_log_probs(mu, pi, sampled)
     np.testing.assert_allclose(
         dppo.topk_tv(logq_k, logmu_k), dppo.binary_tv(logp, logmu), rtol=1e-9
     )
@@ -166,20 +176,19 @@ def test_topk_with_k1_equals_binary(x64):
 
 @pytest.mark.parametrize("k", [1, 2, 5, 9])
 def test_topk_and_binary_are_lower_bounds_of_full_vocabulary(x64, k):
-    mu, pi = random_distributions(jax.random.key(k), 256, 10)
-    sampled = jax.random.categorical(jax.random.key(100 + k), jnp.log(mu))
+    mu, pi, sampled = random_distributions(k, 256, 10)
     logq_k, logmu_k = slots_from_full(mu, pi, sampled, k)
-    full_kl = (mu * jnp.log(mu / pi)).sum(-1)
-    full_tv = 0.5 * jnp.abs(mu - pi).sum(-1)
+    full_kl = (mu * np.log(mu / pi)).sum(-1)
+    full_tv = 0.5 * np.abs(mu - pi).sum(-1)
     slack = 1e-12
-    assert bool(jnp.all(dppo.topk_kl(logq_k, logmu_k) <= full_kl + slack))
-    assert bool(jnp.all(dppo.topk_tv(logq_k, logmu_k) <= full_tv + slack))
-    logp = jnp.log(pi[jnp.arange(256), sampled])
-    logmu = jnp.log(mu[jnp.arange(256), sampled])
-    assert bool(jnp.all(dppo.binary_kl(logp, logmu) <= full_kl + slack))
-    assert bool(jnp.all(dppo.binary_tv(logp, logmu) <= full_tv + slack))
-    # Merging the rest into coarser buckets only loses information: the estimate is not trivial.
-    assert float(dppo.topk_kl(logq_k, logmu_k).mean()) > 0.0
+    topk_kl = np.asarray(dppo.topk_kl(logq_k, logmu_k))
+    assert np.all(topk_kl <= full_kl + slack)
+    assert np.all(np.asarray(dppo.topk_tv(logq_k, logmu_k)) <= full_tv + slack)
+    logp, logmu = sampled_log_probs(mu, pi, sampled)
+    assert np.all(np.asarray(dppo.binary_kl(logp, logmu)) <= full_kl + slack)
+    assert np.all(np.asarray(dppo.binary_tv(logp, logmu)) <= full_tv + slack)
+    # Not vacuous: the estimate is positive and grows toward the full value with K.
+    assert topk_kl.mean() > 0.1 * full_kl.mean()
 
 
 def test_underflowed_and_truncated_slots_are_finite(x64):

@@ -1,5 +1,7 @@
 """Chunked log-probs: equal to a naive full log-softmax (values and gradients), bounded memory."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,14 +14,15 @@ TEMPERATURE = 0.7
 
 
 def make_inputs(dtype=jnp.float32, seed=0):
-    keys = jax.random.split(jax.random.key(seed), 4)
-    hidden = jax.random.normal(keys[0], (B, T, D)).astype(dtype)
-    head = (jax.random.normal(keys[1], (D, V)) * 0.7).astype(dtype)
-    ids = jax.random.randint(keys[2], (B, T), 0, V)
-    gather_ids = jax.random.randint(keys[3], (B, T, KG), 0, V)
+    rng = np.random.default_rng(seed)
+    hidden = jnp.asarray(rng.standard_normal((B, T, D)), dtype)
+    head = jnp.asarray(0.7 * rng.standard_normal((D, V)), dtype)
+    ids = jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32)
+    gather_ids = jnp.asarray(rng.integers(0, V, (B, T, KG)), jnp.int32)
     return hidden, head, ids, gather_ids
 
 
+@functools.partial(jax.jit, static_argnames=("temperature", "top_k"))
 def naive(hidden, head, ids, gather_ids, temperature=TEMPERATURE, top_k=K):
     """The textbook computation on the whole [B, T, V] log-softmax, in float32."""
     logits = jnp.einsum("btd,dv->btv", hidden.astype(jnp.float32), head.astype(jnp.float32))
@@ -48,16 +51,17 @@ def chunked(hidden, head, ids, gather_ids, chunk_size=4):
     return out._asdict()
 
 
-def scalar(outputs, weights_seed=1):
+def scalar(outputs, seed=1):
     """A loss touching every differentiable output with its own random per-token weights."""
+    rng = np.random.default_rng(seed)
     total = 0.0
-    for i, name in enumerate(["logp", "entropy", "topk_logp", "gathered_logp"]):
-        w = jax.random.normal(jax.random.key(weights_seed + i), outputs[name].shape)
+    for name in ["logp", "entropy", "topk_logp", "gathered_logp"]:
+        w = rng.standard_normal(outputs[name].shape).astype(np.float32)
         total = total + jnp.sum(w * outputs[name])
     return total
 
 
-@pytest.mark.parametrize("chunk_size", [2, 4, 15, 64, None])
+@pytest.mark.parametrize("chunk_size", [4, 5, 64, None])
 def test_forward_matches_naive(chunk_size):
     hidden, head, ids, gather_ids = make_inputs()
     got = jax.jit(chunked, static_argnames="chunk_size")(
