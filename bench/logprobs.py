@@ -26,7 +26,7 @@ MIB = 2**20
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--tokens", type=int, default=8192, help="B*T tokens for the memory figures")
-    p.add_argument("--time-tokens", type=int, default=2048, help="B*T tokens for the timings")
+    p.add_argument("--time-tokens", type=int, default=4096, help="B*T tokens for the timings")
     p.add_argument("--batch", type=int, default=8, help="sequences (T = tokens / batch)")
     p.add_argument("--vocab", type=int, default=151_936)
     p.add_argument("--dim", type=int, default=896)

@@ -6,10 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from trlx_jax.ops.logprobs import token_logprobs
 
-B, T, D, V, K, KG = 3, 5, 8, 37, 4, 3  # B*T = 15: chunks of 4 leave a ragged remainder of 3
+# Chunks span all B rows: chunk_size 6 -> 2 positions per chunk, 4 chunks, the last one ragged.
+B, T, D, V, K, KG = 3, 7, 8, 37, 4, 3
 TEMPERATURE = 0.7
 
 
@@ -38,7 +41,7 @@ def naive(hidden, head, ids, gather_ids, temperature=TEMPERATURE, top_k=K):
     }
 
 
-def chunked(hidden, head, ids, gather_ids, chunk_size=4):
+def chunked(hidden, head, ids, gather_ids, chunk_size=6):
     out = token_logprobs(
         hidden,
         head,
@@ -61,7 +64,7 @@ def scalar(outputs, seed=1):
     return total
 
 
-@pytest.mark.parametrize("chunk_size", [4, 5, 64, None])
+@pytest.mark.parametrize("chunk_size", [2, 6, 9, 64, None])
 def test_forward_matches_naive(chunk_size):
     hidden, head, ids, gather_ids = make_inputs()
     got = jax.jit(chunked, static_argnames="chunk_size")(
@@ -110,13 +113,18 @@ def test_bf16_inputs_use_float32_math():
         np.testing.assert_allclose(got_g.astype(jnp.float32), want_g, rtol=2.0**-8, atol=1e-6)
 
 
-def test_disabled_outputs_are_none_and_temperature_one_default():
+def test_disabled_outputs_are_none_and_temperature_defaults():
     hidden, head, ids, _ = make_inputs()
-    out = token_logprobs(hidden, head, ids, entropy=False, chunk_size=4)
+    out = token_logprobs(hidden, head, ids, entropy=False, chunk_size=6)
     assert out.entropy is None and out.topk_ids is None and out.topk_logp is None
     assert out.gathered_logp is None
     want = naive(hidden, head, ids, jnp.zeros((B, T, 1), jnp.int32), temperature=1.0)
     np.testing.assert_allclose(out.logp, want["logp"], rtol=1e-5, atol=1e-5)
+    # Greedy sampling (temperature 0) records the temperature-1 distribution.
+    greedy = token_logprobs(hidden, head, ids, temperature=0.0, chunk_size=6)
+    np.testing.assert_array_equal(greedy.logp, token_logprobs(hidden, head, ids, chunk_size=6).logp)
+    with pytest.raises(ValueError, match="temperature"):
+        token_logprobs(hidden, head, ids, temperature=-1.0)
 
 
 def test_chunked_step_allocates_a_fraction_of_naive():
@@ -139,3 +147,17 @@ def test_chunked_step_allocates_a_fraction_of_naive():
     logits_bytes = n * v * 4
     assert temp_bytes(None) >= logits_bytes
     assert temp_bytes(32) <= 0.25 * logits_bytes
+
+
+def test_batch_sharded_inputs_give_the_same_result():
+    # The data-parallel train step shards the batch axis; the scan must not run over it.
+    mesh = jax.make_mesh((4,), ("data",))
+    hidden, head, ids, gather_ids = make_inputs()
+    hidden, ids, gather_ids = (jnp.concatenate([x, x[:1]]) for x in (hidden, ids, gather_ids))
+    rows = NamedSharding(mesh, P("data"))
+    sharded = jax.device_put((hidden, ids, gather_ids), rows)
+    got = jax.jit(chunked)(sharded[0], head, sharded[1], sharded[2])
+    want = naive(hidden, head, ids, gather_ids)
+    for name in ["logp", "entropy", "topk_logp", "gathered_logp"]:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    assert got["logp"].sharding.is_equivalent_to(rows, 2)

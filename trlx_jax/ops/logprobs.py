@@ -1,8 +1,10 @@
 """Per-token log-probs, entropy and top-K from final hidden states, chunked over tokens.
 
-The LM-head projection and the log-softmax are evaluated on blocks of `chunk_size` tokens
-inside a `lax.map` whose body is rematerialized (`jax.checkpoint`), so neither the forward nor
-the backward pass ever holds more than one `[chunk_size, V]` float32 block of logits. All math
+The LM-head projection and the log-softmax are evaluated on blocks of about `chunk_size`
+tokens inside a `lax.map` whose body is rematerialized (`jax.checkpoint`), so neither the
+forward nor the backward pass ever holds more than one block of float32 logits. Blocks are
+slices of the sequence axis across the whole batch: the scan never runs over the (sharded)
+batch axis, so the op works unchanged inside a data-parallel `jit`. All math
 is float32 whatever the input dtype (float64 inputs stay float64, for gradient checks), with
 the temperature applied as in the sampler
 (`log_softmax(logits / temperature)` over the full vocabulary, see `trlx_jax.rollout.sampling`).
@@ -35,10 +37,10 @@ def _block(
     top_k: int,
     with_entropy: bool,
 ) -> TokenLogProbs:
-    """[C, D] hidden, [D, V] f32/f64 head, [C] ids, [C, K'] ids -> outputs for C tokens."""
-    logits = jnp.dot(hidden.astype(lm_head.dtype), lm_head) / temperature
+    """[B, C, D] hidden, [D, V] f32/f64 head, [B, C] ids, [B, C, K'] ids -> outputs, [B, C]."""
+    logits = jnp.einsum("bcd,dv->bcv", hidden.astype(lm_head.dtype), lm_head) / temperature
     logp_full = jax.nn.log_softmax(logits, axis=-1)
-    logp = jnp.take_along_axis(logp_full, target_ids[:, None], axis=-1)[:, 0]
+    logp = jnp.take_along_axis(logp_full, target_ids[..., None], axis=-1)[..., 0]
     entropy = -jnp.sum(jnp.exp(logp_full) * logp_full, axis=-1) if with_entropy else None
     topk_ids = topk_logp = gathered = None
     if top_k:
@@ -62,35 +64,42 @@ def token_logprobs(
 ) -> TokenLogProbs:
     """[B, T, D] hidden, [D, V] LM head, [B, T] ids (+ [B, T, K'] gather_ids) -> TokenLogProbs.
 
-    `top_k` (static) adds the K most likely ids and their log-probs; `chunk_size=None` computes
-    all tokens in one block (the naive reference: materializes [B*T, V] float32).
+    `top_k` (static) adds the K most likely ids and their log-probs. `temperature` 0 (greedy
+    sampling) means 1, as the sampler records. `chunk_size` is the number of tokens per block:
+    every block spans all B sequences (so a batch-sharded input stays sharded, the scan runs
+    over positions) and max(1, chunk_size // B) positions of each; `None` computes everything
+    in one block (the naive reference: materializes [B, T, V] float32).
     """
-    batch, length, dim = hidden.shape
-    n = batch * length
-    flat_hidden = hidden.reshape(n, dim)
-    flat_ids = target_ids.reshape(n).astype(jnp.int32)
-    flat_gather = None if gather_ids is None else gather_ids.reshape(n, -1).astype(jnp.int32)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    temperature = temperature or 1.0
+    batch, length, _ = hidden.shape
+    ids = target_ids.astype(jnp.int32)
+    gather = None if gather_ids is None else gather_ids.astype(jnp.int32)
     # One f32 copy of the head outside the loop: its gradient is then accumulated in f32 across
     # chunks even when the weights are bf16.
     head = lm_head.astype(jnp.promote_types(jnp.result_type(hidden, lm_head), jnp.float32))
 
-    def block(h: jax.Array, ids: jax.Array, gather: jax.Array | None) -> TokenLogProbs:
-        return _block(h, head, ids, gather, temperature, top_k, entropy)
+    def block(args: tuple[jax.Array, jax.Array, jax.Array | None]) -> TokenLogProbs:
+        h, target, gathered_ids = args
+        return _block(h, head, target, gathered_ids, temperature, top_k, entropy)
 
-    if chunk_size is None or chunk_size >= n:
-        out = block(flat_hidden, flat_ids, flat_gather)
-    else:
-        num_chunks = -(-n // chunk_size)
-        pad = num_chunks * chunk_size - n
+    if chunk_size is None or chunk_size >= batch * length:
+        return block((hidden, ids, gather))
+    positions = max(1, chunk_size // batch)
+    num_chunks = -(-length // positions)
+    pad = num_chunks * positions - length
 
-        def chunked(x: jax.Array) -> jax.Array:
-            # The ragged remainder is padded (id 0, zero hidden) and cut off after the map.
-            x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-            return x.reshape(num_chunks, chunk_size, *x.shape[1:])
+    def chunked(x: jax.Array) -> jax.Array:
+        """[B, T, ...] -> [num_chunks, B, positions, ...]; the ragged end is padded (id 0)."""
+        x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+        return jnp.moveaxis(x.reshape(batch, num_chunks, positions, *x.shape[2:]), 1, 0)
 
-        gather = None if flat_gather is None else chunked(flat_gather)
-        xs = (chunked(flat_hidden), chunked(flat_ids), gather)
-        body = jax.checkpoint(lambda args: block(*args), prevent_cse=False)
-        stacked = jax.lax.map(body, xs)
-        out = jax.tree.map(lambda x: x.reshape(num_chunks * chunk_size, *x.shape[2:])[:n], stacked)
-    return jax.tree.map(lambda x: x.reshape(batch, length, *x.shape[1:]), out)
+    def unchunked(x: jax.Array) -> jax.Array:
+        """[num_chunks, B, positions, ...] -> [B, T, ...] without the padding."""
+        x = jnp.moveaxis(x, 0, 1).reshape(batch, num_chunks * positions, *x.shape[3:])
+        return x[:, :length]
+
+    xs = (chunked(hidden), chunked(ids), None if gather is None else chunked(gather))
+    stacked = jax.lax.map(jax.checkpoint(block, prevent_cse=False), xs)
+    return jax.tree.map(unchunked, stacked)
