@@ -228,6 +228,8 @@ def test_clip_dual_clip_bounds_negative_advantage_loss(x64):
     np.testing.assert_allclose(metrics["clip_frac_neg"], 1 / 3, rtol=1e-6)
     # Without dual clip the same tokens give -A * r.
     np.testing.assert_allclose(run("clip", config(), batch)[0], 9 + 18 / 7 + 2, rtol=1e-12)
+    with pytest.raises(ValueError, match="dual_clip_c"):
+        losses.clip_loss(batch, config(dual_clip_c=0.9))
 
 
 @pytest.mark.parametrize("name", OWN_LOSSES)

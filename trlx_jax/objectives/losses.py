@@ -41,6 +41,8 @@ def _clipped_surrogate(
 @POLICY_LOSSES.register("clip")
 def clip_loss(batch: Batch, cfg: ml_collections.ConfigDict) -> LossOutput:
     """PPO/GRPO clipped surrogate with clip-higher (eps_low, eps_high) and dual clip c."""
+    if not cfg.dual_clip_c > 1:
+        raise ValueError(f"dual_clip_c must be > 1 (inf = off), got {cfg.dual_clip_c}")
     logp, old_logp, mask = batch["logp"], batch["old_logp"], batch["response_mask"]
     adv = _advantages(batch)
     log_ratio = capped_log_ratio(logp, old_logp, cfg.log_ratio_cap)
