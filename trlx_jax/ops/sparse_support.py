@@ -1,0 +1,134 @@
+"""The sparse top-K support on which TROLL projects (specs/troll.md section 3), per token.
+
+Each policy keeps its most likely tokens until K are kept or their mass reaches 1 - delta, plus
+the sampled token; a token a policy did not keep gets the floor probability 1e-12, and each
+sparse vector is renormalized over the full vocabulary. The projection then runs over the union
+U of both kept sets plus one lumped tail slot holding the V - |U| tokens nobody kept (they share
+one (new, old) pair, so lumping is exact).
+
+Slot layout along the last axis (S = K_new + K_old + 2):
+
+    [0, K_new)             the new policy's top-K ids
+    [K_new, K_new + K_old) the old policy's top-K ids
+    K_new + K_old          the sampled token (always valid: its slot is `sampled_slot`)
+    K_new + K_old + 1      the lumped tail, log-mass log(m) + floor (masked when m = 0)
+
+De-duplication: a token is valid in exactly one slot: the sampled slot, else its new-block slot
+(if either policy kept it), else its old-block slot (if the old policy kept it).
+Inputs must list distinct ids within each top-K row (as `lax.top_k` does); their order is free.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+FLOOR_PROB = 1e-12
+LOG_FLOOR = math.log(FLOOR_PROB)  # -27.631021115928547
+
+
+class SparseSupport(NamedTuple):
+    """Slot arrays of one batch of tokens ([..., S]; `sampled_slot` is [...])."""
+
+    a: jax.Array  # new policy's sparse log-probs (renormalized over the vocabulary)
+    b: jax.Array  # old policy's sparse log-probs (renormalized over the vocabulary)
+    valid: jax.Array  # bool: slots that carry a distinct token (or the non-empty tail)
+    sampled_slot: jax.Array  # int32 index of the sampled token's slot
+
+
+def kept_mask(logp: jax.Array, k: int | jax.Array, delta: float) -> jax.Array:
+    """[..., K] log-probs -> bool [..., K]: kept while fewer than k more likely tokens are kept
+    and their mass is below 1 - delta (ties broken by position)."""
+    logp = jax.lax.stop_gradient(logp)
+    order = jnp.argsort(-logp, axis=-1, stable=True)
+    sorted_p = jnp.exp(jnp.take_along_axis(logp, order, axis=-1))
+    mass_before = jnp.cumsum(sorted_p, axis=-1) - sorted_p
+    rank = jnp.arange(logp.shape[-1])
+    kept_sorted = (rank < k) & (mass_before < 1 - delta)
+    # Scatter back: position order[r] holds rank r.
+    inverse = jnp.argsort(order, axis=-1)
+    return jnp.take_along_axis(kept_sorted, inverse, axis=-1)
+
+
+def _log_normalize(x: jax.Array, valid: jax.Array) -> jax.Array:
+    """[..., S] -> x - logsumexp over valid slots (finite dummies at masked slots)."""
+    x = jnp.where(valid, x, LOG_FLOOR)
+    lse = jax.nn.logsumexp(jnp.where(valid, x, -jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(valid, x - lse, LOG_FLOOR)
+
+
+def sparse_support(
+    new_topk_ids: jax.Array,
+    new_topk_logp: jax.Array,
+    old_topk_ids: jax.Array,
+    old_topk_logp: jax.Array,
+    sampled_ids: jax.Array,
+    new_sampled_logp: jax.Array,
+    old_sampled_logp: jax.Array,
+    vocab_size: int | jax.Array,
+    *,
+    k: int = 64,
+    delta: float = 1e-5,
+    new_logp_at_old_topk: jax.Array | None = None,
+    new_logp_on_union: bool = False,
+) -> SparseSupport:
+    """Builds TROLL's slot arrays from both policies' top-K ([..., K] ids and log-probs, nats).
+
+    sampled_ids / new_sampled_logp / old_sampled_logp: [...] the sampled token and its full-
+    vocabulary log-probs under each policy. vocab_size: V (may be traced). k (clamped to V) and
+    delta: the keep rule.
+    new_logp_on_union: give the new policy its true log-probs on the whole union (needs
+    new_logp_at_old_topk, the new policy at the old top-K ids); off = the reference behaviour,
+    where tokens only the old policy kept get the new policy's floor. Gradients flow to the new
+    policy's log-probs (top-K, sampled and, with the option, at the old ids).
+    """
+    if new_logp_on_union and new_logp_at_old_topk is None:
+        raise ValueError("new_logp_on_union needs new_logp_at_old_topk")
+    k = jnp.minimum(k, vocab_size)
+    dtype = jnp.promote_types(jnp.result_type(new_topk_logp, old_topk_logp), jnp.float32)
+    floor = jnp.asarray(LOG_FLOOR, dtype)
+    n_ids, o_ids = new_topk_ids, old_topk_ids
+    n_logp = new_topk_logp.astype(dtype)
+    o_logp = old_topk_logp.astype(dtype)
+    s_id = sampled_ids[..., None]
+
+    n_kept = kept_mask(n_logp, k, delta)
+    o_kept = kept_mask(o_logp, k, delta)
+    n_is_sampled = n_ids == s_id
+    o_is_sampled = o_ids == s_id
+    # [..., K_new, K_old] id matches between the blocks (at most one per row and column).
+    same = n_ids[..., :, None] == o_ids[..., None, :]
+    match_kept = same & o_kept[..., None, :]
+    n_in_old_kept = match_kept.any(axis=-1)
+    o_in_new = same.any(axis=-2)
+    # The old policy's log-prob of a new-block token it kept (where for NaN safety: -inf logps).
+    old_at_new = jnp.sum(jnp.where(match_kept, o_logp[..., None, :], 0.0), axis=-1)
+
+    n_valid = ~n_is_sampled & (n_kept | n_in_old_kept)
+    o_valid = ~o_is_sampled & ~o_in_new & o_kept
+    n_a = n_logp if new_logp_on_union else jnp.where(n_kept, n_logp, floor)
+    n_b = jnp.where(n_in_old_kept, old_at_new, floor)
+    if new_logp_on_union:
+        o_a = new_logp_at_old_topk.astype(dtype)
+    else:
+        o_a = jnp.broadcast_to(floor, o_logp.shape)
+
+    batch = sampled_ids.shape
+    count = n_valid.sum(-1) + o_valid.sum(-1) + 1
+    tail_size = jnp.maximum(vocab_size - count, 0)
+    tail_valid = tail_size > 0
+    tail = floor + jnp.log(jnp.where(tail_valid, tail_size, 1).astype(dtype))
+    a = jnp.concatenate(
+        [n_a, o_a, new_sampled_logp.astype(dtype)[..., None], tail[..., None]], axis=-1
+    )
+    b = jnp.concatenate(
+        [n_b, o_logp, old_sampled_logp.astype(dtype)[..., None], tail[..., None]], axis=-1
+    )
+    valid = jnp.concatenate(
+        [n_valid, o_valid, jnp.ones((*batch, 1), bool), tail_valid[..., None]], axis=-1
+    )
+    sampled_slot = jnp.full(batch, n_ids.shape[-1] + o_ids.shape[-1], jnp.int32)
+    return SparseSupport(_log_normalize(a, valid), _log_normalize(b, valid), valid, sampled_slot)
