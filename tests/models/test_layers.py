@@ -55,7 +55,9 @@ def test_gqa_attention_matches_repeated_kv_reference():
     val = rng.normal(size=(b, s, k, d)).astype(np.float32)
     mask = rng.random((b, t, s)) < 0.7
     mask[..., 0] = True
-    out = np.asarray(attention(jnp.asarray(q), jnp.asarray(key), jnp.asarray(val), mask))
+    # attention takes k/v in the cache layout [B, K, S, Dh]; the reference uses [B, S, K, Dh].
+    out = np.asarray(attention(jnp.asarray(q), jnp.asarray(key.transpose(0, 2, 1, 3)),
+                               jnp.asarray(val.transpose(0, 2, 1, 3)), mask))
     kr, vr = np.repeat(key, h // k, axis=2), np.repeat(val, h // k, axis=2)
     scores = np.einsum("bthd,bshd->bhts", q, kr) / np.sqrt(d)
     scores = np.where(mask[:, None], scores, -np.inf)
@@ -66,6 +68,6 @@ def test_gqa_attention_matches_repeated_kv_reference():
 
 def test_fully_masked_rows_stay_finite():
     q = jnp.ones((1, 2, 2, 4))
-    kv = jnp.ones((1, 3, 1, 4))
+    kv = jnp.ones((1, 1, 3, 4))  # [B, K, S, Dh]
     mask = jnp.array([[[False] * 3, [True, False, False]]])
     assert np.isfinite(np.asarray(attention(q, kv, kv, mask))).all()

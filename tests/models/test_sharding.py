@@ -124,7 +124,7 @@ def test_sharded_decode_step_matches_full_forward(reference):
     step = jax.jit(forward, static_argnums=0, donate_argnames="cache")
     with jax.set_mesh(mesh):
         cache = jax.jit(lambda: init_cache(CONFIG, 8, 10))()
-        assert _spec(cache.k) == P(None, ("data", "fsdp"), None, "tensor", None)
+        assert _spec(cache.k) == P(None, ("data", "fsdp"), "tensor", None, None)
         _, cache = step(graphdef, state, tokens[:, :7], positions[:, :7], mask[:, :7], cache=cache)
         last, cache = step(
             graphdef, state, tokens[:, 7:], positions[:, 7:], mask[:, 7:], cache=cache

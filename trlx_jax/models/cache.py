@@ -2,7 +2,9 @@
 
 Layout ("slots" are cache positions 0..S-1, shared by all rows of the batch):
 
-    k, v   [L, B, S, K, Dh]  keys (after RoPE) and values of every layer, in the cache dtype
+    k, v   [L, B, K, S, Dh]  keys (after RoPE) and values of every layer, in the cache dtype;
+                             kv-heads before slots, the layout attention reads without a
+                             transpose (a decode step then never copies the cache)
     mask   [B, S] bool       True where the slot holds a real token (False: padding or unwritten)
     index  [] int32          next slot to write; every row writes at the same slot
 
@@ -25,12 +27,12 @@ import jax.numpy as jnp
 from trlx_jax.models.config import ModelConfig
 from trlx_jax.models.sharding import constrain
 
-_KV_AXES = ("layers", "batch", "cache_seq", "kv_heads", "head_dim")
+_KV_AXES = ("layers", "batch", "kv_heads", "cache_seq", "head_dim")
 _MASK_AXES = ("batch", "cache_seq")
 
 
 class KVCache(NamedTuple):
-    """Keys/values [L, B, S, K, Dh], slot validity [B, S] and the write index [] (see module)."""
+    """Keys/values [L, B, K, S, Dh], slot validity [B, S] and the write index [] (see module)."""
 
     k: jax.Array
     v: jax.Array
@@ -42,7 +44,7 @@ def init_cache(
     config: ModelConfig, batch: int, max_len: int, dtype: jnp.dtype | str | None = None
 ) -> KVCache:
     """An empty cache with S = max_len slots; `dtype` defaults to the compute dtype."""
-    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+    shape = (config.num_layers, batch, config.num_kv_heads, max_len, config.head_dim)
     dtype = config.compute_dtype if dtype is None else jnp.dtype(dtype)
     return constrain_cache(
         KVCache(

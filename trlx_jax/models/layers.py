@@ -90,17 +90,17 @@ def apply_rope(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Masked GQA: q [B, T, H, Dh], k/v [B, S, K, Dh], mask [B, T, S] -> [B, T, H, Dh].
+    """Masked GQA: q [B, T, H, Dh], k/v [B, K, S, Dh], mask [B, T, S] -> [B, T, H, Dh].
 
     Query head h reads kv head h // (H / K), as HF's `repeat_kv`. Logits and softmax are float32.
     """
     b, t, h, d = q.shape
-    kv_heads = k.shape[2]
+    kv_heads = k.shape[1]
     q = q.reshape(b, t, kv_heads, h // kv_heads, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
     scores = jnp.where(mask[:, None, None], scores * (d**-0.5), _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    out = jnp.einsum("bkgts,bksd->btkgd", probs, v)
     return out.reshape(b, t, h, d)
 
 
@@ -137,9 +137,9 @@ class Attention(nnx.Module):
         kv: tuple[jax.Array, jax.Array] | None = None,
         index: jax.Array | int = 0,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """x [B, T, D] -> (out [B, T, D], k [B, T, K, Dh], v [B, T, K, Dh]) of the new tokens.
+        """x [B, T, D] -> (out [B, T, D], k [B, K, T, Dh], v [B, K, T, Dh]) of the new tokens.
 
-        With `kv` (this layer's cache, [B, S, K, Dh] each) the new keys/values are written at
+        With `kv` (this layer's cache, [B, K, S, Dh] each) the new keys/values are written at
         slot `index` and the queries attend over all S slots; `mask` is then [B, T, S].
         """
         eps = self.config.rms_norm_eps
@@ -151,9 +151,11 @@ class Attention(nnx.Module):
             k = rms_norm(k, self.k_norm[...], eps)
         q = apply_rope(q, sin, cos)
         k = apply_rope(k, sin, cos)
+        # Only the new tokens are transposed into the cache layout, never the cache itself.
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
         keys, values = k, v
         if kv is not None:
-            start = (0, index, 0, 0)
+            start = (0, 0, index, 0)
             keys = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
             values = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
             keys, values = keys.astype(x.dtype), values.astype(x.dtype)
@@ -209,7 +211,7 @@ class Block(nnx.Module):
         kv: tuple[jax.Array, jax.Array] | None = None,
         index: jax.Array | int = 0,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """x [B, T, D] -> (x [B, T, D], new k, new v [B, T, K, Dh]); see `Attention`."""
+        """x [B, T, D] -> (x [B, T, D], new k, new v [B, K, T, Dh]); see `Attention`."""
         eps = self.config.rms_norm_eps
         out, k, v = self.attn(rms_norm(x, self.attn_norm[...], eps), sin, cos, mask, kv, index)
         x = x + out

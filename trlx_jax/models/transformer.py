@@ -89,7 +89,7 @@ class Transformer(nnx.Module):
             x, k, v = block(x, sin, cos, mask, kv, index)
             if cache_k is not None:
                 # Write only the new tokens into the stacked cache, so decode stays O(t) writes.
-                start = (i, 0, index, 0, 0)
+                start = (i, 0, 0, index, 0)
                 k, v = k[None].astype(cache_k.dtype), v[None].astype(cache_v.dtype)
                 cache_k = jax.lax.dynamic_update_slice(cache_k, k, start)
                 cache_v = jax.lax.dynamic_update_slice(cache_v, v, start)
