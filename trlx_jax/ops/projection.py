@@ -208,6 +208,14 @@ def _shrink(
     )
 
 
+class _Refine(NamedTuple):
+    br: _Bracket
+    u: jax.Array  # the next point to evaluate
+    last_side: jax.Array  # +1 / -1: the last step moved the upper / lower end (0: none yet)
+    last_move: jax.Array  # how far that end moved
+    stalled: jax.Array
+
+
 def _interpolate(br: _Bracket, log_target: jax.Array) -> jax.Array:
     """u where the cubic Hermite interpolant of log KL on [lo, hi] meets log_target."""
     width = br.hi - br.lo
@@ -275,25 +283,31 @@ def _solve(
         if last:
             log_target = _aim(eps, fin * (1 + 2 * jnp.max(ev.scale, axis=-1)))
 
-    # Which end the last step moved (+1 upper, -1 lower, 0 none yet) and by how much.
-    last_side = jnp.zeros(batch, jnp.int32)
-    last_move = jnp.full(batch, jnp.inf, dtype)
-    stalled = jnp.zeros(batch, bool)
-    for _ in range(_REFINE):
-        u = _interpolate(br, log_target)
+    def refine(_: int, state: _Refine) -> _Refine:
+        br, u, last_side, last_move, stalled = state
+        ev = _evaluate(jax.nn.sigmoid(u)[..., None], la, lb, valid)
+        side = jnp.where(jnp.log(ev.kl[..., 0]) <= log_target, 1, -1).astype(jnp.int32)
+        move = jnp.where(side > 0, br.hi - u, u - br.lo)
         # Anti-stagnation (the Illinois idea): when one end keeps creeping (moved again by more
         # than half its previous move), the interpolant is extrapolating from a stale far end,
         # e.g. a root at the corner of a step in KL; aim halfway to that far end instead.
-        u = jnp.where(stalled & (last_side > 0), 0.5 * (br.lo + u), u)
-        u = jnp.where(stalled & (last_side < 0), 0.5 * (u + br.hi), u)
-        ev = _evaluate(jax.nn.sigmoid(u)[..., None], la, lb, valid)
-        side = jnp.where(jnp.log(ev.kl[..., 0]) <= log_target, 1, -1)
-        move = jnp.where(side > 0, br.hi - u, u - br.lo)
         stalled = (side == last_side) & (move > 0.5 * last_move)
-        last_side, last_move = side, move
         br = _shrink(br, u[..., None], ev, log_target, eps)
+        u = _interpolate(br, log_target)
+        u = jnp.where(stalled & (side > 0), 0.5 * (br.lo + u), u)
+        u = jnp.where(stalled & (side < 0), 0.5 * (u + br.hi), u)
+        return _Refine(br, u, side, move, stalled)
 
-    u_next = _interpolate(br, log_target)
+    # A loop rather than unrolled steps: one compiled body (XLA compile time on CPU grows by
+    # about a second per unrolled step); on accelerators it costs _REFINE loop trips.
+    start = _Refine(
+        br,
+        _interpolate(br, log_target),
+        jnp.zeros(batch, jnp.int32),
+        jnp.full(batch, jnp.inf, dtype),
+        jnp.zeros(batch, bool),
+    )
+    br, u_next, *_ = jax.lax.fori_loop(0, _REFINE, refine, start)
     u_best = jnp.where(jnp.isfinite(br.best), br.best, U_MAX)
     return u_best, u_next, kl0
 
@@ -311,10 +325,13 @@ def _project_fwd(a, b, valid, eps):
     active = kl0 > eps
     us = jnp.stack([u_best, u_next], axis=-1)
     ev = _evaluate(jnp.where(active[..., None], jax.nn.sigmoid(us), 0.0), la, lb, valid)
-    take_next = (ev.kl[..., 1] <= eps) & (u_next < u_best)
+    # Both candidates are judged by this pass's KL (rounding may differ from the solver's by
+    # an ulp): the next estimate wins where it is feasible and closer, or where it alone is.
+    next_ok = ev.kl[..., 1] <= eps
+    take_next = next_ok & ((u_next < u_best) | (ev.kl[..., 0] > eps))
     u = jnp.where(take_next, u_next, u_best)
     t = jnp.where(active, jax.nn.sigmoid(u), 0.0)
-    eta = jnp.where(active, jnp.exp(u), 0.0)
+    eta = jnp.where(active, jnp.where(u < U_MAX, jnp.exp(u), ETA_MAX), 0.0)
 
     def pick(x: jax.Array) -> jax.Array:
         return jnp.where(take_next[..., None], x[..., 1, :], x[..., 0, :])
