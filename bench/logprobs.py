@@ -6,8 +6,9 @@
 Memory comes from XLA's buffer assignment of the step compiled for `--tokens` tokens
 (`compiled.memory_analysis()`): arguments + outputs + temporaries - aliased, the bytes the
 executable allocates (the CPU backend's own `peak_memory_in_bytes` leaves temporaries out).
-Time is the fastest of `--repeats` runs after one warm-up, measured at `--time-tokens` tokens:
-the naive step at 8,192 tokens needs ~20 GiB, more than a small CPU host can spare.
+Time is the fastest of `--repeats` runs after one warm-up (variants timed in turn, round by
+round), measured at `--time-tokens` tokens: the naive step at 8,192 tokens needs ~20 GiB,
+more than a small CPU host can spare.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=0, help="own top-K of the current policy")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--chunk-sizes", default="256,512,1024,2048")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     return p.parse_args()
 
 
@@ -81,15 +82,20 @@ def inputs(a: argparse.Namespace, tokens: int) -> tuple[jax.Array, ...]:
     )
 
 
-def wall_time(step, args, repeats: int) -> float:
-    """Fastest of `repeats` runs after one warm-up run, in seconds (robust to noisy hosts)."""
-    jax.block_until_ready(step(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def wall_times(steps: list, args, repeats: int) -> list[float]:
+    """Fastest of `repeats` runs of each step after one warm-up each, in seconds.
+
+    Rounds go over all steps in turn, so a slow phase of a shared host hits every variant.
+    """
+    for step in steps:
         jax.block_until_ready(step(*args))
-        times.append(time.perf_counter() - start)
-    return min(times)
+    best = [float("inf")] * len(steps)
+    for _ in range(repeats):
+        for i, step in enumerate(steps):
+            start = time.perf_counter()
+            jax.block_until_ready(step(*args))
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def main() -> None:
@@ -97,13 +103,13 @@ def main() -> None:
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), inputs(a, a.tokens))
     timing_args = inputs(a, a.time_tokens)
     variants = [("naive", None)] + [("chunked", int(c)) for c in a.chunk_sizes.split(",")]
-    rows = []
-    for name, chunk in variants:
-        step = make_step(chunk, a.top_k)
-        peak, temp = allocated_bytes(step.lower(*shapes).compile())
-        seconds = wall_time(step.lower(*timing_args).compile(), timing_args, a.repeats)
-        rows.append((name, chunk, peak, temp, seconds))
-
+    steps = [make_step(chunk, a.top_k) for _, chunk in variants]
+    memory = [allocated_bytes(step.lower(*shapes).compile()) for step in steps]
+    seconds = wall_times([s.lower(*timing_args).compile() for s in steps], timing_args, a.repeats)
+    rows = [
+        (name, chunk, peak, temp, t)
+        for (name, chunk), (peak, temp), t in zip(variants, memory, seconds, strict=True)
+    ]
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
     print(

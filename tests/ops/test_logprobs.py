@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
+from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from trlx_jax.ops.logprobs import token_logprobs
@@ -149,15 +149,29 @@ def test_chunked_step_allocates_a_fraction_of_naive():
     assert temp_bytes(32) <= 0.25 * logits_bytes
 
 
-def test_batch_sharded_inputs_give_the_same_result():
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+def test_batch_sharded_inputs_stay_sharded(axis_type):
     # The data-parallel train step shards the batch axis; the scan must not run over it.
-    mesh = jax.make_mesh((4,), ("data",))
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(axis_type,))
     hidden, head, ids, gather_ids = make_inputs()
     hidden, ids, gather_ids = (jnp.concatenate([x, x[:1]]) for x in (hidden, ids, gather_ids))
     rows = NamedSharding(mesh, P("data"))
     sharded = jax.device_put((hidden, ids, gather_ids), rows)
-    got = jax.jit(chunked)(sharded[0], head, sharded[1], sharded[2])
+    # Parameters live on the mesh too (replicated here), as in the train step.
+    head = jax.device_put(head, NamedSharding(mesh, P()))
+
+    def forward(h, w, i, g):
+        out = token_logprobs(h, w, i, gather_ids=g, temperature=TEMPERATURE, chunk_size=6)
+        return out._asdict()
+
+    got = jax.jit(forward)(sharded[0], head, sharded[1], sharded[2])
     want = naive(hidden, head, ids, gather_ids)
-    for name in ["logp", "entropy", "topk_logp", "gathered_logp"]:
+    for name in ["logp", "entropy", "gathered_logp"]:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5, err_msg=name)
     assert got["logp"].sharding.is_equivalent_to(rows, 2)
+    # Forward + backward without gathering the batch (only the head's gradient is reduced).
+    loss = lambda h, w: sum(
+        x.sum() for x in forward(h, w, sharded[1], sharded[2]).values() if x is not None
+    )
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(sharded[0], head).compile().as_text()
+    assert "all-gather(" not in hlo

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 
 class TokenLogProbs(NamedTuple):
@@ -28,6 +29,25 @@ class TokenLogProbs(NamedTuple):
     gathered_logp: jax.Array | None  # [B, T, K'] log-probs at `gather_ids`
 
 
+def _reshape_rows(x: jax.Array, shape: tuple[int, ...], spec: tuple) -> jax.Array:
+    """Reshape with an explicit output sharding spec (required on Explicit-axis meshes)."""
+    sharding = jax.typeof(x).sharding
+    return jax.lax.reshape(x, shape, out_sharding=sharding.update(spec=P(*spec)))
+
+
+def _merge_leading(x: jax.Array) -> jax.Array:
+    """[B, C, ...] -> [B*C, ...], the sharding of B carried over to the merged axis."""
+    spec = tuple(jax.typeof(x).sharding.spec) + (None,) * x.ndim
+    return _reshape_rows(x, (x.shape[0] * x.shape[1], *x.shape[2:]), (spec[0], *spec[2 : x.ndim]))
+
+
+def _split_leading(x: jax.Array, batch: int) -> jax.Array:
+    """[B*C, ...] -> [B, C, ...], the merged axis' sharding going to B."""
+    spec = tuple(jax.typeof(x).sharding.spec) + (None,) * x.ndim
+    shape = (batch, x.shape[0] // batch, *x.shape[1:])
+    return _reshape_rows(x, shape, (spec[0], None, *spec[1 : x.ndim]))
+
+
 def _block(
     hidden: jax.Array,
     lm_head: jax.Array,
@@ -38,17 +58,20 @@ def _block(
     with_entropy: bool,
 ) -> TokenLogProbs:
     """[B, C, D] hidden, [D, V] f32/f64 head, [B, C] ids, [B, C, K'] ids -> outputs, [B, C]."""
-    logits = jnp.einsum("bcd,dv->bcv", hidden.astype(lm_head.dtype), lm_head) / temperature
-    logp_full = jax.nn.log_softmax(logits, axis=-1)
-    logp = jnp.take_along_axis(logp_full, target_ids[..., None], axis=-1)[..., 0]
+    # Plain [B*C, D] x [D, V] matmuls: with two contracting axes XLA copies the [B, C, V]
+    # cotangent block for the head's gradient.
+    flat = _merge_leading(hidden).astype(lm_head.dtype)
+    logp_full = jax.nn.log_softmax(jnp.dot(flat, lm_head) / temperature, axis=-1)
+    logp = jnp.take_along_axis(logp_full, _merge_leading(target_ids[..., None]), axis=-1)[:, 0]
     entropy = -jnp.sum(jnp.exp(logp_full) * logp_full, axis=-1) if with_entropy else None
     topk_ids = topk_logp = gathered = None
     if top_k:
         topk_logp, topk_ids = jax.lax.top_k(logp_full, top_k)
         topk_ids = topk_ids.astype(jnp.int32)
     if gather_ids is not None:
-        gathered = jnp.take_along_axis(logp_full, gather_ids, axis=-1)
-    return TokenLogProbs(logp, entropy, topk_ids, topk_logp, gathered)
+        gathered = jnp.take_along_axis(logp_full, _merge_leading(gather_ids), axis=-1)
+    out = TokenLogProbs(logp, entropy, topk_ids, topk_logp, gathered)
+    return jax.tree.map(lambda x: _split_leading(x, hidden.shape[0]), out)
 
 
 def token_logprobs(
@@ -64,7 +87,9 @@ def token_logprobs(
 ) -> TokenLogProbs:
     """[B, T, D] hidden, [D, V] LM head, [B, T] ids (+ [B, T, K'] gather_ids) -> TokenLogProbs.
 
-    `top_k` (static) adds the K most likely ids and their log-probs. `temperature` 0 (greedy
+    `top_k` (static) adds the K most likely ids and their log-probs (XLA does not partition
+    `lax.top_k` over a sharded batch: with top_k > 0 each block is gathered across the batch
+    shards; the other outputs stay local). `temperature` 0 (greedy
     sampling) means 1, as the sampler records. `chunk_size` is the number of tokens per block:
     every block spans all B sequences (so a batch-sharded input stays sharded, the scan runs
     over positions) and max(1, chunk_size // B) positions of each; `None` computes everything
