@@ -4,10 +4,10 @@ The LM-head projection and the log-softmax are evaluated on blocks of about `chu
 tokens inside a `lax.map` whose body is rematerialized (`jax.checkpoint`), so neither the
 forward nor the backward pass ever holds more than one block of float32 logits. Blocks are
 slices of the sequence axis across the whole batch: the scan never runs over the (sharded)
-batch axis, so the op works unchanged inside a data-parallel `jit`. All math
-is float32 whatever the input dtype (float64 inputs stay float64, for gradient checks), with
-the temperature applied as in the sampler
-(`log_softmax(logits / temperature)` over the full vocabulary, see `trlx_jax.rollout.sampling`).
+batch axis, so the op works unchanged inside a data-parallel `jit`. All math is float32
+whatever the input dtype (float64 inputs stay float64, for gradient checks), with the
+temperature applied as in the sampler: `log_softmax(logits / temperature)` over the full
+vocabulary (`trlx_jax.rollout.sampling`).
 """
 
 from __future__ import annotations
@@ -89,11 +89,10 @@ def token_logprobs(
 
     `top_k` (static) adds the K most likely ids and their log-probs (XLA does not partition
     `lax.top_k` over a sharded batch: with top_k > 0 each block is gathered across the batch
-    shards; the other outputs stay local). `temperature` 0 (greedy
-    sampling) means 1, as the sampler records. `chunk_size` is the number of tokens per block:
-    every block spans all B sequences (so a batch-sharded input stays sharded, the scan runs
-    over positions) and max(1, chunk_size // B) positions of each; `None` computes everything
-    in one block (the naive reference: materializes [B, T, V] float32).
+    shards; the other outputs stay local). `temperature` 0 (greedy sampling) means 1, as the
+    sampler records. `chunk_size` is the number of tokens per block: every block spans all B
+    sequences and max(1, chunk_size // B) positions of each; `None` computes everything in one
+    block (the naive reference: materializes [B, T, V] float32).
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
