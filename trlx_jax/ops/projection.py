@@ -68,7 +68,7 @@ class ProjectionInfo(NamedTuple):
     kl_before: jax.Array  # KL(new || old) over the valid slots
     kl_after: jax.Array  # KL(projected || old)
     active: jax.Array  # bool: KL(new || old) > eps, i.e. the row was projected
-    violation: jax.Array  # max(kl_after - eps, 0); nonzero only when eta hit ETA_MAX
+    violation: jax.Array  # max(kl_after - eps, 0): eta hit ETA_MAX (else rounding, ~1 ulp)
 
 
 def kl_projection(
@@ -286,7 +286,8 @@ def _solve(
     def refine(_: int, state: _Refine) -> _Refine:
         br, u, last_side, last_move, stalled = state
         ev = _evaluate(jax.nn.sigmoid(u)[..., None], la, lb, valid)
-        side = jnp.where(jnp.log(ev.kl[..., 0]) <= log_target, 1, -1).astype(jnp.int32)
+        lk, _ = _log_kl_and_slope(u, ev.kl[..., 0], ev.var_d[..., 0])
+        side = jnp.where(lk <= log_target, 1, -1).astype(jnp.int32)
         move = jnp.where(side > 0, br.hi - u, u - br.lo)
         # Anti-stagnation (the Illinois idea): when one end keeps creeping (moved again by more
         # than half its previous move), the interpolant is extrapolating from a stale far end,
