@@ -8,7 +8,8 @@ Loss batch keys ([B, T] unless noted): `logp` (current policy, differentiable), 
 (behaviour log-probs recorded by the sampler), `advantages` ([B] or [B, T]), `response_mask`,
 `sampled_ids` (int32); optional `entropy`, `ref_logp`; top-K: `old_topk_ids`, `old_topk_logp`
 (the rollout's top-K, [B, T, K]), `logp_at_old_topk` (current policy there, [B, T, K]),
-`topk_ids`, `topk_logp` (the current policy's own top-K, [B, T, K]).
+`topk_ids`, `topk_logp` (the current policy's own top-K, [B, T, K]); the TROLL losses also
+need `vocab_size` (a scalar V: the lumped tail slot holds the V - |U| tokens no policy kept).
 """
 
 from __future__ import annotations
