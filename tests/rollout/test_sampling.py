@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from trlx_jax.rollout.sampling import SamplingParams, scaled_logprobs, select_tokens, truncate
+from trlx_jax.rollout.sampling import (
+    NEG_INF,
+    SamplingParams,
+    first_argmax,
+    sample_categorical,
+    scaled_logprobs,
+    select_tokens,
+    truncate,
+)
 
 LOGITS = jnp.array([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0, 1.5])
 N_DRAWS = 40_000
@@ -34,6 +42,44 @@ def test_frequencies_match_softmax_chi_square(temperature):
     # Fixed key, so this is deterministic; a wrong temperature or bias fails by a wide margin.
     assert chi_square_pvalue(observed, jax.nn.softmax(LOGITS / temperature)) > 1e-3
     assert chi_square_pvalue(observed, jax.nn.softmax(LOGITS)) < 1e-6 or temperature == 1.0
+
+
+def test_two_level_sampler_across_blocks_matches_softmax():
+    # 700 tokens = 3 blocks of 256 (the last one padded); mass spread over every block, with
+    # excluded tokens in each and one block's share carried by a single token.
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=700).astype(np.float32)
+    logits[rng.choice(700, 300, replace=False)] = NEG_INF
+    logits[600] = 4.0
+    n = 60_000
+    batch = jnp.broadcast_to(jnp.asarray(logits), (n, 700))
+    tokens = np.asarray(jax.jit(sample_categorical)(jax.random.key(1), batch))
+    observed = counts(tokens, 700)
+    allowed = logits > NEG_INF / 2
+    assert observed[~allowed].sum() == 0
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits)))
+    # Pool the rare tokens so each chi-square cell expects >= 5 draws.
+    common = probs * n >= 5
+    cells = np.append(observed[common & allowed], observed[~common & allowed].sum())
+    expected = np.append(probs[common & allowed], probs[~common & allowed].sum())
+    assert chi_square_pvalue(cells, expected) > 1e-3
+    # Rows are independent draws: a different key gives a different sample.
+    other = np.asarray(jax.jit(sample_categorical)(jax.random.key(2), batch))
+    assert (other != tokens).mean() > 0.5
+
+
+def test_two_level_sampler_one_token_and_tiny_vocab():
+    one_hot = jnp.full((4, 513), NEG_INF).at[:, 300].set(0.0)
+    np.testing.assert_array_equal(sample_categorical(jax.random.key(0), one_hot), 300)
+    last = jnp.full((4, 3), NEG_INF).at[:, 2].set(0.0)
+    np.testing.assert_array_equal(sample_categorical(jax.random.key(0), last), 2)
+
+
+def test_first_argmax_breaks_ties_like_jnp_argmax():
+    x = jnp.array([[1.0, 3.0, 3.0, 0.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -3.0, -0.5]])
+    np.testing.assert_array_equal(first_argmax(x), jnp.argmax(x, -1))
+    big = jax.random.normal(jax.random.key(0), (16, 32768))
+    np.testing.assert_array_equal(first_argmax(big), jnp.argmax(big, -1))
 
 
 def test_top_k_never_emits_excluded_and_matches_renormalized():

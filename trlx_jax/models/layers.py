@@ -100,7 +100,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
     scores = jnp.where(mask[:, None, None], scores * (d**-0.5), _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bksd->btkgd", probs, v)
+    # Contracting into [b, k, g, t, d] first keeps the dot in the batched-matmul layout that
+    # XLA:CPU runs fast; the transpose then touches only the small output.
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs, v).transpose(0, 3, 1, 2, 4)
     return out.reshape(b, t, h, d)
 
 
@@ -134,13 +136,17 @@ class Attention(nnx.Module):
         sin: jax.Array,
         cos: jax.Array,
         mask: jax.Array,
-        kv: tuple[jax.Array, jax.Array] | None = None,
+        cache: tuple[jax.Array, jax.Array] | None = None,
+        layer: jax.Array | int = 0,
         index: jax.Array | int = 0,
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """x [B, T, D] -> (out [B, T, D], k [B, K, T, Dh], v [B, K, T, Dh]) of the new tokens.
+    ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+        """x [B, T, D] -> (out [B, T, D], cache k, cache v) with the new tokens written.
 
-        With `kv` (this layer's cache, [B, K, S, Dh] each) the new keys/values are written at
-        slot `index` and the queries attend over all S slots; `mask` is then [B, T, S].
+        `cache` is the STACKED cache of all layers ([L, B, K, S, Dh] each): the new keys/values
+        go to layer `layer` at slot `index`, then the queries attend over that layer's S slots
+        (`mask` [B, T, S]). Writing into the stacked buffer before reading the layer back lets
+        XLA update it in place; a per-layer copy would cost a full cache copy per decode step.
+        Without a cache the tokens attend to each other and (out, None, None) is returned.
         """
         eps = self.config.rms_norm_eps
         q = self._project(x, self.q_proj, self.q_bias)
@@ -153,17 +159,20 @@ class Attention(nnx.Module):
         k = apply_rope(k, sin, cos)
         # Only the new tokens are transposed into the cache layout, never the cache itself.
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-        keys, values = k, v
-        if kv is not None:
-            start = (0, 0, index, 0)
-            keys = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
-            values = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
+        keys, values, cache_k, cache_v = k, v, None, None
+        if cache is not None:
+            cache_k, cache_v = cache
+            start = (layer, 0, 0, index, 0)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), start)
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
+            keys = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False)
+            values = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False)
             keys, values = keys.astype(x.dtype), values.astype(x.dtype)
         out = attention(q, keys, values, mask)
         out = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(x.dtype))
         if self.o_bias is not None:
             out = out + self.o_bias[...].astype(x.dtype)
-        return out, k, v
+        return out, cache_k, cache_v
 
 
 class MLP(nnx.Module):
@@ -208,12 +217,14 @@ class Block(nnx.Module):
         sin: jax.Array,
         cos: jax.Array,
         mask: jax.Array,
-        kv: tuple[jax.Array, jax.Array] | None = None,
+        cache: tuple[jax.Array, jax.Array] | None = None,
+        layer: jax.Array | int = 0,
         index: jax.Array | int = 0,
-    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """x [B, T, D] -> (x [B, T, D], new k, new v [B, K, T, Dh]); see `Attention`."""
+    ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+        """x [B, T, D] -> (x [B, T, D], cache k, cache v); see `Attention`."""
         eps = self.config.rms_norm_eps
-        out, k, v = self.attn(rms_norm(x, self.attn_norm[...], eps), sin, cos, mask, kv, index)
+        h = rms_norm(x, self.attn_norm[...], eps)
+        out, cache_k, cache_v = self.attn(h, sin, cos, mask, cache, layer, index)
         x = x + out
         x = x + self.mlp(rms_norm(x, self.mlp_norm[...], eps))
-        return x, k, v
+        return x, cache_k, cache_v

@@ -83,16 +83,8 @@ class Transformer(nnx.Module):
             x, cache_k, cache_v = carry
             layer_params, i = xs
             block = nnx.merge(graphdef, layer_params)
-            kv = None
-            if cache_k is not None:
-                kv = (cache_k[i], cache_v[i])
-            x, k, v = block(x, sin, cos, mask, kv, index)
-            if cache_k is not None:
-                # Write only the new tokens into the stacked cache, so decode stays O(t) writes.
-                start = (i, 0, 0, index, 0)
-                k, v = k[None].astype(cache_k.dtype), v[None].astype(cache_v.dtype)
-                cache_k = jax.lax.dynamic_update_slice(cache_k, k, start)
-                cache_v = jax.lax.dynamic_update_slice(cache_v, v, start)
+            kv = None if cache_k is None else (cache_k, cache_v)
+            x, cache_k, cache_v = block(x, sin, cos, mask, kv, i, index)
             return (constrain(x, _HIDDEN_AXES), cache_k, cache_v), None
 
         if cfg.remat:
