@@ -9,7 +9,6 @@ from scipy import stats
 from trlx_jax.rollout.sampling import (
     NEG_INF,
     SamplingParams,
-    first_argmax,
     sample_categorical,
     scaled_logprobs,
     select_tokens,
@@ -75,11 +74,16 @@ def test_two_level_sampler_one_token_and_tiny_vocab():
     np.testing.assert_array_equal(sample_categorical(jax.random.key(0), last), 2)
 
 
-def test_first_argmax_breaks_ties_like_jnp_argmax():
+def test_greedy_breaks_ties_like_jnp_argmax_across_blocks():
+    greedy = SamplingParams(temperature=0.0)
     x = jnp.array([[1.0, 3.0, 3.0, 0.0], [5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -3.0, -0.5]])
-    np.testing.assert_array_equal(first_argmax(x), jnp.argmax(x, -1))
-    big = jax.random.normal(jax.random.key(0), (16, 32768))
-    np.testing.assert_array_equal(first_argmax(big), jnp.argmax(big, -1))
+    np.testing.assert_array_equal(select_tokens(None, x, greedy)[0], jnp.argmax(x, -1))
+    # 700 = 3 blocks of 256, the last one padded; ties inside a block and across blocks.
+    big = jnp.round(jax.random.normal(jax.random.key(0), (64, 700)) * 2) / 2
+    big = big.at[0, [10, 600]].set(9.0).at[1, [300, 301]].set(9.0).at[2, 699].set(9.0)
+    tokens, logp, _, _ = select_tokens(None, big, greedy)
+    np.testing.assert_array_equal(tokens, jnp.argmax(big, -1))
+    np.testing.assert_allclose(logp, jnp.max(jax.nn.log_softmax(big), -1), atol=1e-6)
 
 
 def test_top_k_never_emits_excluded_and_matches_renormalized():

@@ -73,22 +73,16 @@ def truncate(logp: jax.Array, params: SamplingParams) -> jax.Array:
     return logp
 
 
-# Vocabulary block of the two-level sampler: V / 256 block masses, then 256 tokens in one block.
+# Vocabulary block of the two-level selection: per-block max and mass, then one block's tokens.
 _BLOCK = 256
 
 
-def first_argmax(x: jax.Array, top: jax.Array | None = None) -> jax.Array:
-    """[B, V] -> [B] int32: the lowest index of each row's maximum (`jnp.argmax`'s tie rule).
-
-    Two plain reductions (max, then min over the matching indices), which XLA:CPU runs about 4x
-    faster than the variadic (value, index) reduction of `jnp.argmax` at V = 32k. `top` [B, 1]
-    is the row max when the caller already has it.
-    """
-    vocab = x.shape[-1]
-    top = jnp.max(x, axis=-1, keepdims=True) if top is None else top
-    at_max = x == top
-    first = jnp.min(jnp.where(at_max, jnp.arange(vocab, dtype=jnp.int32), vocab), axis=-1)
-    return jnp.minimum(first, vocab - 1)
+def _vocab_blocks(x: jax.Array) -> jax.Array:
+    """[B, V] -> [B, ceil(V / 256), 256], padded with NEG_INF."""
+    b, vocab = x.shape
+    n_blocks = -(-vocab // _BLOCK)
+    padded = jnp.pad(x, ((0, 0), (0, n_blocks * _BLOCK - vocab)), constant_values=NEG_INF)
+    return padded.reshape(b, n_blocks, _BLOCK)
 
 
 def _inverse_cdf(key: jax.Array, weights: jax.Array) -> jax.Array:
@@ -102,25 +96,25 @@ def _inverse_cdf(key: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.minimum(index, last_positive)
 
 
-def sample_categorical(key: jax.Array, logp: jax.Array, top: jax.Array | None = None) -> jax.Array:
+def _draw(key: jax.Array, blocks: jax.Array, mass: jax.Array, top: jax.Array) -> jax.Array:
+    """A block by its mass [B, nb], then a token inside it: [B] int32 ids."""
+    block_key, token_key = jax.random.split(key)
+    block = _inverse_cdf(block_key, mass)
+    inside = jnp.take_along_axis(blocks, block[:, None, None], axis=1)[:, 0]
+    return block * _BLOCK + _inverse_cdf(token_key, jnp.exp(inside - top))
+
+
+def sample_categorical(key: jax.Array, logp: jax.Array) -> jax.Array:
     """[B, V] log-weights (NEG_INF = excluded) -> [B] int32 tokens drawn ~ softmax(logp).
 
     Exact two-level inverse-CDF sampling: a block of 256 tokens is drawn by its mass, then a
     token inside it, with two independent uniforms per row. It needs one exp-and-sum pass over
     the vocabulary instead of V Gumbel variates (`jax.random.categorical`), which on a CPU costs
     more than the whole decode step. Tokens whose weight underflows float32 are never drawn.
-    `top` [B, 1] is the row max when the caller already has it.
     """
-    b, vocab = logp.shape
-    n_blocks = -(-vocab // _BLOCK)
-    padded = jnp.pad(logp, ((0, 0), (0, n_blocks * _BLOCK - vocab)), constant_values=NEG_INF)
-    blocks = padded.reshape(b, n_blocks, _BLOCK)
-    top = jnp.max(logp, axis=-1, keepdims=True) if top is None else top
-    block_key, token_key = jax.random.split(key)
-    mass = jnp.sum(jnp.exp(blocks - top[:, :, None]), axis=-1)
-    block = _inverse_cdf(block_key, mass)
-    inside = jnp.take_along_axis(blocks, block[:, None, None], axis=1)[:, 0]
-    return block * _BLOCK + _inverse_cdf(token_key, jnp.exp(inside - top))
+    blocks = _vocab_blocks(logp)
+    top = jnp.max(logp, axis=-1, keepdims=True)
+    return _draw(key, blocks, jnp.sum(jnp.exp(blocks - top[:, :, None]), axis=-1), top)
 
 
 def select_tokens(
@@ -129,20 +123,27 @@ def select_tokens(
     """[B, V] logits -> (tokens [B] int32, logp [B], topk_ids [B,K] | None, topk_logp [B,K] | None).
 
     logp and the top-K are the recorded (temperature-scaled, untruncated) values, equal to
-    `scaled_logprobs` at the chosen ids. The [B, V] log-softmax itself is only materialized when
-    top-k/top-p truncation needs it: the row max and log-normalizer are shared by the selection
-    and the recorded values, which keeps the per-step vocabulary passes to about three.
+    `scaled_logprobs` at the chosen ids. Two passes over the vocabulary serve both the choice and
+    the recorded values: per-block maxima (the row max; greedy reads its first maximal block)
+    and per-block masses (the log-normalizer; sampling draws a block by them). The [B, V]
+    log-softmax is only materialized when top-k/top-p truncation needs it. Greedy picks the
+    lowest index among equal maxima, as `jnp.argmax`.
     """
     temperature = 1.0 if params.greedy else params.temperature
     scaled = logits.astype(jnp.float32) / temperature
-    top = jnp.max(scaled, axis=-1, keepdims=True)
-    log_norm = jnp.log(jnp.sum(jnp.exp(scaled - top), axis=-1, keepdims=True))
+    blocks = _vocab_blocks(scaled)
+    block_max = jnp.max(blocks, axis=-1)
+    top = jnp.max(block_max, axis=-1, keepdims=True)
+    mass = jnp.sum(jnp.exp(blocks - top[:, :, None]), axis=-1)
+    log_norm = jnp.log(jnp.sum(mass, axis=-1, keepdims=True))
     if params.greedy:
-        tokens = first_argmax(scaled, top)
+        block = jnp.argmax(block_max, axis=-1).astype(jnp.int32)
+        inside = jnp.take_along_axis(blocks, block[:, None, None], axis=1)[:, 0]
+        tokens = block * _BLOCK + jnp.argmax(inside, axis=-1).astype(jnp.int32)
     elif params.top_k or params.top_p < 1.0:
         tokens = sample_categorical(key, truncate(scaled - top - log_norm, params))
     else:
-        tokens = sample_categorical(key, scaled, top)
+        tokens = _draw(key, blocks, mass, top)
     picked = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)
     logp = ((picked - top) - log_norm)[:, 0]
     if params.record_top_k == 0:
