@@ -1,10 +1,14 @@
 """Sampler throughput: trlx_jax's KV-cache `generate` vs a cache-free JAX loop vs HF PyTorch.
 
-All three decode greedily (no stop token, so every row generates exactly --new_tokens) from the
-same random weights of a small Qwen3-architecture model. Prints a markdown table:
+All three decode greedily by default (no stop token, so every row generates exactly
+--new_tokens) from the same random weights of a small Qwen3-architecture model. With
+--temperature > 0 ours and PyTorch sample (full vocabulary, no top-k/top-p; the cache-free
+column is skipped) and --record_top_k makes ours also record the top-K log-probs, as an RL
+rollout does. Prints a markdown table:
 
     python bench/sampler.py                         # CPU defaults
     python bench/sampler.py --batch_sizes 8 32 --new_tokens 256 --skip_torch
+    python bench/sampler.py --batch_sizes 32 --temperature 1 --record_top_k 64
 
 Figures: compile time (first call minus a steady call), prefill time, decode tokens/s =
 batch * new_tokens / (steady call - prefill), best of --repeats.
@@ -42,6 +46,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--vocab", type=int, default=32768)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--record_top_k", type=int, default=0, help="top-K recorded per token (ours)")
     p.add_argument("--skip_torch", action="store_true", help="skip the HF PyTorch column")
     p.add_argument("--skip_cache_free", action="store_true", help="skip the cache-free column")
     return p.parse_args(argv)
@@ -114,19 +120,24 @@ def _cache_free_greedy(graphdef, state, tokens, mask, new_tokens):
     return buf[:, p:]
 
 
-def bench_torch(hf_model, tokens: np.ndarray, new_tokens: int, repeats: int) -> float:
-    """Best wall seconds of HF greedy generate of exactly `new_tokens` tokens."""
+def bench_torch(
+    hf_model, tokens: np.ndarray, new_tokens: int, repeats: int, temperature: float
+) -> float:
+    """Best wall seconds of HF generate of exactly `new_tokens` tokens (greedy when T = 0)."""
     import torch
 
     ids = torch.tensor(tokens, dtype=torch.long)
+    # top_k=0 / top_p=1 switch off the generation config's default truncation (top_k=50).
+    mode = ({"do_sample": False} if temperature == 0 else
+            {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0})
     best = float("inf")
     with torch.no_grad():
-        hf_model.generate(input_ids=ids, do_sample=False, max_new_tokens=2, pad_token_id=0)
+        hf_model.generate(input_ids=ids, max_new_tokens=2, pad_token_id=0, **mode)
         for _ in range(repeats):
             t0 = time.perf_counter()
             hf_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                              do_sample=False, max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, pad_token_id=0)
+                              max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                              pad_token_id=0, **mode)
             best = min(best, time.perf_counter() - t0)
     return best
 
@@ -135,7 +146,7 @@ def bench_row(args: argparse.Namespace, graphdef, state, hf_model, tokens: np.nd
     """One table row for the prompt batch `tokens` [B, P]."""
     batch = tokens.shape[0]
     mask = np.ones_like(tokens, bool)
-    sampling = SamplingParams(temperature=0.0)
+    sampling = SamplingParams(temperature=args.temperature, record_top_k=args.record_top_k)
 
     def ours_call():
         return generate((graphdef, state), tokens, mask, key=jax.random.key(0),
@@ -154,7 +165,7 @@ def bench_row(args: argparse.Namespace, graphdef, state, hf_model, tokens: np.nd
     generated = batch * args.new_tokens
     ours = generated / max(steady - prefill, 1e-9)
     row = [str(batch), f"{first - steady:.1f}", f"{prefill * 1e3:.1f}", f"{ours:,.0f}"]
-    if args.skip_cache_free:
+    if args.skip_cache_free or args.temperature > 0:
         row += ["-", "-"]
     else:
         _, free = timed(cache_free_call, 1)
@@ -162,7 +173,7 @@ def bench_row(args: argparse.Namespace, graphdef, state, hf_model, tokens: np.nd
     if args.skip_torch or args.dtype != "float32":
         row += ["-", "-"]
     else:
-        torch_s = bench_torch(hf_model, tokens, args.new_tokens, args.repeats)
+        torch_s = bench_torch(hf_model, tokens, args.new_tokens, args.repeats, args.temperature)
         row += [f"{generated / torch_s:,.0f}", f"{torch_s / steady:.1f}x"]
     return row
 
@@ -179,7 +190,9 @@ def main(argv: list[str]) -> None:
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"params {n_params / 1e6:.1f}M, {args.dtype}, prompt {args.prompt_len}, "
-          f"new tokens {args.new_tokens}, greedy")
+          f"new tokens {args.new_tokens}, "
+          + ("greedy" if args.temperature == 0 else f"sampling T={args.temperature}")
+          + f", record_top_k {args.record_top_k}")
     if not args.skip_torch:
         import torch
 
