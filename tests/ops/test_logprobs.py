@@ -175,3 +175,23 @@ def test_batch_sharded_inputs_stay_sharded(axis_type):
     )
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(sharded[0], head).compile().as_text()
     assert "all-gather(" not in hlo
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
+def test_top_k_on_batch_sharded_inputs(axis_type):
+    # V = 1000 >= 64 k, so the top-K takes the sub-block path (ops/topk.py) under sharding.
+    mesh = jax.make_mesh((4,), ("data",), axis_types=(axis_type,))
+    hidden = jax.random.normal(jax.random.key(0), (8, 12, 16))
+    head = jax.random.normal(jax.random.key(1), (16, 1000))
+    ids = jnp.zeros((8, 12), jnp.int32)
+    rows = NamedSharding(mesh, P("data"))
+    sharded = jax.device_put((hidden, ids), rows)
+    head_on_mesh = jax.device_put(head, NamedSharding(mesh, P()))
+    with jax.set_mesh(mesh):
+        got = jax.jit(lambda h, w, i: token_logprobs(h, w, i, top_k=4, chunk_size=16))(
+            sharded[0], head_on_mesh, sharded[1]
+        )
+    want = token_logprobs(hidden, head, ids, top_k=4, chunk_size=None)
+    np.testing.assert_array_equal(got.topk_ids, want.topk_ids)
+    np.testing.assert_allclose(got.topk_logp, want.topk_logp, rtol=1e-5, atol=1e-5)
+    assert got.topk_ids.sharding.is_equivalent_to(rows, 3)

@@ -16,6 +16,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from trlx_jax.ops.topk import top_k_by_blocks
+
 NEG_INF = -1e30
 
 
@@ -58,7 +60,7 @@ def truncate(logp: jax.Array, params: SamplingParams) -> jax.Array:
     """[..., V] log-probs -> the same with tokens outside top-k / top-p set to NEG_INF."""
     vocab = logp.shape[-1]
     if params.top_k and params.top_k < vocab:
-        kth = jax.lax.top_k(logp, params.top_k)[0][..., -1:]
+        kth = top_k_by_blocks(logp, params.top_k)[0][..., -1:]
         logp = jnp.where(logp >= kth, logp, NEG_INF)
     if params.top_p < 1.0:
         sorted_logp = jnp.sort(logp, axis=-1)[..., ::-1]
@@ -149,5 +151,5 @@ def select_tokens(
     if params.record_top_k == 0:
         return tokens, logp, None, None
     k = min(params.record_top_k, logits.shape[-1])
-    topk_scaled, topk_ids = jax.lax.top_k(scaled, k)
-    return tokens, logp, topk_ids.astype(jnp.int32), (topk_scaled - top) - log_norm
+    topk_scaled, topk_ids = top_k_by_blocks(scaled, k)
+    return tokens, logp, topk_ids, (topk_scaled - top) - log_norm
