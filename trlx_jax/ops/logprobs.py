@@ -18,8 +18,6 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from trlx_jax.ops.topk import top_k_by_blocks
-
 
 class TokenLogProbs(NamedTuple):
     """Outputs of `token_logprobs`; disabled outputs are None. Float32 (or float64), nats."""
@@ -68,7 +66,8 @@ def _block(
     entropy = -jnp.sum(jnp.exp(logp_full) * logp_full, axis=-1) if with_entropy else None
     topk_ids = topk_logp = gathered = None
     if top_k:
-        topk_logp, topk_ids = top_k_by_blocks(logp_full, top_k)
+        topk_logp, topk_ids = jax.lax.top_k(logp_full, top_k)
+        topk_ids = topk_ids.astype(jnp.int32)
     if gather_ids is not None:
         gathered = jnp.take_along_axis(logp_full, _merge_leading(gather_ids), axis=-1)
     out = TokenLogProbs(logp, entropy, topk_ids, topk_logp, gathered)
