@@ -113,6 +113,40 @@ def test_prefill_then_decode_equals_full_forward(model, steps):
     np.testing.assert_array_equal(next_positions(cache), positions[:, -1] + 1)
 
 
+def test_attention_window_reads_only_the_written_slots(model):
+    # Prefill with window = prompt and decode steps with window = written slots give the same
+    # hidden states and cache as attending over the whole (mostly empty) cache.
+    batch, prompt, extra = 3, 7, 3
+    tokens, mask, positions = padded_batch(CONFIG.vocab_size, batch=batch, length=prompt + extra)
+    graphdef, state = nnx.split(model)
+    step = jax.jit(forward, static_argnums=0, static_argnames="window")
+    results = {}
+    for windowed in (False, True):
+        cache = init_cache(CONFIG, batch, max_len=prompt + extra + 6)
+        sl = slice(0, prompt)
+        hidden, cache = step(graphdef, state, tokens[:, sl], positions[:, sl], mask[:, sl],
+                             cache=cache, window=prompt if windowed else None)
+        outs = [hidden]
+        for t in range(prompt, prompt + extra):
+            sl = slice(t, t + 1)
+            hidden, cache = step(graphdef, state, tokens[:, sl], positions[:, sl], mask[:, sl],
+                                 cache=cache, window=t + 1 if windowed else None)
+            outs.append(hidden)
+        results[windowed] = (np.concatenate([np.asarray(h) for h in outs], 1), cache)
+    np.testing.assert_allclose(results[True][0][mask], results[False][0][mask], atol=TOL)
+    windowed, full = results[True][1], results[False][1]
+    np.testing.assert_array_equal(windowed.mask, full.mask)
+    assert int(windowed.index) == int(full.index) == prompt + extra
+    # Keys/values of real tokens agree; padded slots are never attended (their values differ).
+    real = np.asarray(full.mask)  # [B, S]
+    for a, b in ((windowed.k, full.k), (windowed.v, full.v)):
+        a, b = np.moveaxis(np.asarray(a), 3, 1), np.moveaxis(np.asarray(b), 3, 1)  # [L,S,B,K,Dh]
+        np.testing.assert_allclose(a[:, real.T], b[:, real.T], atol=TOL)
+    cache = init_cache(CONFIG, batch, max_len=4)
+    with pytest.raises(ValueError, match="window must be in"):
+        forward(graphdef, state, tokens[:, :1], positions[:, :1], mask[:, :1], cache, window=5)
+
+
 def test_cache_is_a_while_loop_carry(model):
     """Greedy decoding inside lax.fori_loop equals the same decoding step by step."""
     batch, prompt, new = 2, 5, 4

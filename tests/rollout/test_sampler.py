@@ -8,7 +8,14 @@ import torch
 from hf_testing import FAMILIES, make_hf_model
 
 from trlx_jax.models import load_hf, make_mesh, positions_from_mask
-from trlx_jax.rollout.sampler import FINISH_LENGTH, FINISH_STOP, _generate, bucket_length, generate
+from trlx_jax.rollout.sampler import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    _generate,
+    bucket_length,
+    decode_segments,
+    generate,
+)
 from trlx_jax.rollout.sampling import SamplingParams
 
 VOCAB = 128
@@ -91,6 +98,29 @@ def test_recorded_logprobs_and_topk_equal_full_forward_with_early_stop(qwen3_dir
     gathered = np.take_along_axis(pred, np.asarray(out.topk_ids), -1)
     np.testing.assert_allclose(gathered[resp_mask], want_topk[resp_mask], atol=1e-4)
     np.testing.assert_array_equal(np.asarray(out.prompt_index), np.repeat(np.arange(3), 2))
+
+
+def test_long_generation_across_decode_segments_equals_full_forward(qwen3_dir):
+    # 150 new tokens: a 256-step buffer decoded in segments ending at 64, 128, 192, each
+    # attending to a growing window of the cache; every token and log-prob must still match
+    # one cache-free forward over prompt + completion.
+    assert decode_segments(bucket_length(150)) == [64, 128, 192, 256]
+    model, _ = load_hf(qwen3_dir)
+    tokens, mask = ragged_prompts()
+    out = generate(model, tokens, mask, key=jax.random.key(5), max_new_tokens=150,
+                   sampling=SamplingParams(temperature=0.0, record_top_k=3))
+    assert (np.asarray(out.lengths) == 150).all()
+    seq = np.concatenate([np.asarray(out.prompt_tokens), np.asarray(out.tokens)], 1)
+    seq_mask = np.concatenate([np.asarray(out.prompt_mask), np.ones((3, 150), bool)], 1)
+    p = out.prompt_tokens.shape[1]
+    pred = np.asarray(jax.nn.log_softmax(full_logits(model, seq, seq_mask), -1))[:, p - 1 : -1]
+    want = np.take_along_axis(pred, np.asarray(out.tokens)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(out.logp), want, atol=1e-4)
+    # Greedy picked a maximizer (up to float32 near-ties) at every step.
+    assert (want >= pred.max(-1) - 1e-4).all()
+    assert (np.asarray(out.tokens) == pred.argmax(-1)).mean() > 0.99
+    np.testing.assert_allclose(np.asarray(out.topk_logp), -np.sort(-pred, -1)[..., :3],
+                               atol=1e-4)
 
 
 @pytest.mark.parametrize("family", ["llama3", "qwen2_tied", "qwen3"])

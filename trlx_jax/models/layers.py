@@ -139,13 +139,15 @@ class Attention(nnx.Module):
         cache: tuple[jax.Array, jax.Array] | None = None,
         layer: jax.Array | int = 0,
         index: jax.Array | int = 0,
+        window: int | None = None,
     ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
         """x [B, T, D] -> (out [B, T, D], cache k, cache v) with the new tokens written.
 
         `cache` is the STACKED cache of all layers ([L, B, K, S, Dh] each): the new keys/values
         go to layer `layer` at slot `index`, then the queries attend over that layer's S slots
-        (`mask` [B, T, S]). Writing into the stacked buffer before reading the layer back lets
-        XLA update it in place; a per-layer copy would cost a full cache copy per decode step.
+        (`mask` [B, T, S]), or its first `window` slots (`mask` [B, T, window]). Writing into
+        the stacked buffer before reading the layer back lets XLA update it in place; a
+        per-layer copy would cost a full cache copy per decode step.
         Without a cache the tokens attend to each other and (out, None, None) is returned.
         """
         eps = self.config.rms_norm_eps
@@ -167,6 +169,8 @@ class Attention(nnx.Module):
             cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
             keys = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False)
             values = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False)
+            if window is not None:
+                keys, values = keys[:, :, :window], values[:, :, :window]
             keys, values = keys.astype(x.dtype), values.astype(x.dtype)
         out = attention(q, keys, values, mask)
         out = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(x.dtype))
@@ -220,11 +224,12 @@ class Block(nnx.Module):
         cache: tuple[jax.Array, jax.Array] | None = None,
         layer: jax.Array | int = 0,
         index: jax.Array | int = 0,
+        window: int | None = None,
     ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
         """x [B, T, D] -> (x [B, T, D], cache k, cache v); see `Attention`."""
         eps = self.config.rms_norm_eps
         h = rms_norm(x, self.attn_norm[...], eps)
-        out, cache_k, cache_v = self.attn(h, sin, cos, mask, cache, layer, index)
+        out, cache_k, cache_v = self.attn(h, sin, cos, mask, cache, layer, index, window)
         x = x + out
         x = x + self.mlp(rms_norm(x, self.mlp_norm[...], eps))
         return x, cache_k, cache_v

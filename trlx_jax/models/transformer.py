@@ -54,12 +54,17 @@ class Transformer(nnx.Module):
         positions: jax.Array,
         attention_mask: jax.Array,
         cache: KVCache | None = None,
+        *,
+        window: int | None = None,
     ) -> tuple[jax.Array, KVCache | None]:
         """tokens, positions [B, T] int32, attention_mask [B, T] bool -> (hidden [B, T, D], cache).
 
         Without a cache, token j attends to the real tokens 0..j. With one, the tokens are
         written at slot `cache.index` and attend to its valid slots (see `cache.py`); the
-        updated cache is returned, else None.
+        updated cache is returned, else None. `window` (static, cache only) limits attention
+        to slots [0, window): the caller promises `cache.index + T <= window`, and attention
+        then reads window slots instead of the whole cache (the sampler's prefill reads the
+        prompt only, its decode loop a window that grows with the generation).
         """
         cfg = self.config
         dtype = cfg.compute_dtype
@@ -74,8 +79,12 @@ class Transformer(nnx.Module):
             index = cache.index
             valid = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, index))
         query_slot = index + jnp.arange(tokens.shape[1])
-        key_slot = jnp.arange(valid.shape[1])
-        mask = valid[:, None, :] & (key_slot[None, None, :] <= query_slot[None, :, None])
+        if window is not None and not 0 < window <= valid.shape[1]:
+            raise ValueError(f"window must be in [1, {valid.shape[1]}] (cache slots), got {window}")
+        key_slot = jnp.arange(valid.shape[1] if window is None else window)
+        mask = valid[:, None, : key_slot.shape[0]] & (
+            key_slot[None, None, :] <= query_slot[None, :, None]
+        )
 
         graphdef, stacked = nnx.split(self.layers)
 
@@ -84,7 +93,7 @@ class Transformer(nnx.Module):
             layer_params, i = xs
             block = nnx.merge(graphdef, layer_params)
             kv = None if cache_k is None else (cache_k, cache_v)
-            x, cache_k, cache_v = block(x, sin, cos, mask, kv, i, index)
+            x, cache_k, cache_v = block(x, sin, cos, mask, kv, i, index, window)
             return (constrain(x, _HIDDEN_AXES), cache_k, cache_v), None
 
         if cfg.remat:
@@ -116,9 +125,11 @@ def forward(
     positions: jax.Array,
     attention_mask: jax.Array,
     cache: KVCache | None = None,
+    *,
+    window: int | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """Pure `Transformer.__call__` on `nnx.split(model)`: -> (hidden [B, T, D], cache)."""
-    return nnx.merge(graphdef, state)(tokens, positions, attention_mask, cache)
+    return nnx.merge(graphdef, state)(tokens, positions, attention_mask, cache, window=window)
 
 
 def positions_from_mask(attention_mask: jax.Array) -> jax.Array:

@@ -45,6 +45,18 @@ def bucket_length(n: int) -> int:
     return -(-n // _LINEAR_BUCKET) * _LINEAR_BUCKET
 
 
+def decode_segments(length: int) -> list[int]:
+    """Exclusive step bounds of the decode segments for a generation buffer of `length` steps.
+
+    Up to 4 equal segments of at least 64 steps: each gets its own compiled loop whose attention
+    reads only the cache slots written so far, which cuts the attention's reads by up to ~35%
+    (a window of p + end slots instead of p + length) at the price of compiling up to four
+    copies of the decode step.
+    """
+    size = max(64, -(-length // 4))
+    return list(range(size, length, size)) + [length]
+
+
 class Rollout(NamedTuple):
     """Completions of N = B * num_samples rows (row r answers prompt r // num_samples).
 
@@ -101,7 +113,9 @@ def _generate(
     tokens = constrain(tokens, ("batch", "seq"))
     mask = constrain(mask, ("batch", "seq"))
     cache = init_cache(config, n, p + length)
-    hidden, cache = forward(graphdef, state, tokens, positions_from_mask(mask), mask, cache)
+    # The prompt fills slots [0, p): prefill attends to those only.
+    hidden, cache = forward(graphdef, state, tokens, positions_from_mask(mask), mask, cache,
+                            window=p)
     logits = _lm_logits(graphdef, state, hidden[:, -1])
 
     k = min(sampling.record_top_k, config.vocab_size)
@@ -111,11 +125,17 @@ def _generate(
     out_topk_logp = jnp.zeros((n, length, k), jnp.float32)
     stop_ids = jnp.asarray(static.stop_ids or (-1,), jnp.int32)
 
-    def cond(carry):
-        step, done = carry[0], carry[3]
-        return (step < max_new_tokens) & ~jnp.all(done)
+    def segment_cond(end: int):
+        def cond(carry):
+            step, done = carry[0], carry[3]
+            return (step < jnp.minimum(max_new_tokens, end)) & ~jnp.all(done)
 
-    def body(carry):
+        return cond
+
+    def segment_body(window: int):
+        return functools.partial(body, window=window)
+
+    def body(carry, window):
         step, cache, logits, done, lengths, stopped, buffers = carry
         sampled, logp, topk_ids, topk_logp = select_tokens(
             jax.random.fold_in(key, step), logits, sampling
@@ -131,7 +151,8 @@ def _generate(
         hit_stop = live & jnp.isin(sampled, stop_ids)
         lengths = lengths + live.astype(jnp.int32)
         hidden, cache = forward(
-            graphdef, state, sampled[:, None], next_positions(cache)[:, None], live[:, None], cache
+            graphdef, state, sampled[:, None], next_positions(cache)[:, None], live[:, None],
+            cache, window=window,
         )
         logits = _lm_logits(graphdef, state, hidden[:, 0])
         return (step + 1, cache, logits, done | hit_stop, lengths, stopped | hit_stop,
@@ -140,7 +161,11 @@ def _generate(
     zeros = jnp.zeros((n,), jnp.bool_)
     carry = (jnp.zeros((), jnp.int32), cache, logits, zeros, jnp.zeros((n,), jnp.int32), zeros,
              (out_tokens, out_logp, out_topk_ids, out_topk_logp))
-    _, _, _, _, lengths, stopped, buffers = jax.lax.while_loop(cond, body, carry)
+    # Step s writes slot p + s and attends to slots <= p + s, so steps [start, end) need a window
+    # of p + end slots: each segment reads only the part of the cache written so far.
+    for end in decode_segments(length):
+        carry = jax.lax.while_loop(segment_cond(end), segment_body(p + end), carry)
+    _, _, _, _, lengths, stopped, buffers = carry
     return (lengths, stopped, *buffers)
 
 
