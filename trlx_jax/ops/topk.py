@@ -41,3 +41,24 @@ def top_k_by_blocks(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     block = jnp.take_along_axis(chosen, where // _SUB_BLOCK, axis=-1)
     ids = (block * _SUB_BLOCK + where % _SUB_BLOCK).astype(jnp.int32)
     return values.reshape(*lead, k), ids.reshape(*lead, k)
+
+
+def top_k_by_blocks_vocab_major(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """[V, B] (vocabulary first) -> (values [B, k], int32 ids [B, k]) == `lax.top_k(x.T, k)`.
+
+    The same search as `top_k_by_blocks` on the layout the sampler's logits come in: the
+    sub-block maxima reduce over the leading axis, and only the k * 32 candidates per row are
+    transposed, never the [V, B] array.
+    """
+    vocab, b = x.shape
+    if k * _SUB_BLOCK * 2 > vocab:
+        values, ids = jax.lax.top_k(x.T, k)
+        return values, ids.astype(jnp.int32)
+    n_sub = -(-vocab // _SUB_BLOCK)
+    padded = jnp.pad(x, ((0, n_sub * _SUB_BLOCK - vocab), (0, 0)), constant_values=-jnp.inf)
+    sub = padded.reshape(n_sub, _SUB_BLOCK, b)
+    chosen = jnp.sort(jax.lax.top_k(jnp.max(sub, axis=1).T, k)[1], axis=-1)  # [B, k]
+    candidates = jnp.take_along_axis(sub, chosen.T[:, None, :], axis=0)  # [k, 32, B]
+    values, where = jax.lax.top_k(candidates.transpose(2, 0, 1).reshape(b, -1), k)
+    block = jnp.take_along_axis(chosen, where // _SUB_BLOCK, axis=-1)
+    return values, (block * _SUB_BLOCK + where % _SUB_BLOCK).astype(jnp.int32)

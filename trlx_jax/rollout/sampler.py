@@ -27,7 +27,7 @@ from trlx_jax.models.cache import init_cache, next_positions
 from trlx_jax.models.config import ModelConfig
 from trlx_jax.models.sharding import constrain
 from trlx_jax.models.transformer import Transformer, forward, positions_from_mask
-from trlx_jax.rollout.sampling import SamplingParams, select_tokens
+from trlx_jax.rollout.sampling import SamplingParams, select_tokens_vocab_major
 
 FINISH_LENGTH = 0  # reached max_new_tokens
 FINISH_STOP = 1  # emitted a stop token (kept as the last response token)
@@ -93,8 +93,12 @@ class _Static:
 
 
 def _lm_logits(graphdef: nnx.GraphDef, state: nnx.State, hidden: jax.Array) -> jax.Array:
-    """hidden [N, D] -> float32 logits [N, V]."""
-    return nnx.merge(graphdef, state).logits(hidden[:, None])[:, 0]
+    """hidden [N, D] -> float32 logits [V, N], vocabulary first (see `select_tokens_vocab_major`).
+
+    Same math as `Transformer.logits` (compute-dtype matmul, float32 accumulation).
+    """
+    head = nnx.merge(graphdef, state).lm_head_weight().astype(hidden.dtype)
+    return jnp.einsum("dv,nd->vn", head, hidden, preferred_element_type=jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -137,7 +141,7 @@ def _generate(
 
     def body(carry, window):
         step, cache, logits, done, lengths, stopped, buffers = carry
-        sampled, logp, topk_ids, topk_logp = select_tokens(
+        sampled, logp, topk_ids, topk_logp = select_tokens_vocab_major(
             jax.random.fold_in(key, step), logits, sampling
         )
         live = ~done

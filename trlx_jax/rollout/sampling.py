@@ -16,7 +16,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from trlx_jax.ops.topk import top_k_by_blocks
+from trlx_jax.ops.topk import top_k_by_blocks, top_k_by_blocks_vocab_major
 
 NEG_INF = -1e30
 
@@ -80,11 +80,11 @@ _BLOCK = 256
 
 
 def _vocab_blocks(x: jax.Array) -> jax.Array:
-    """[B, V] -> [B, ceil(V / 256), 256], padded with NEG_INF."""
-    b, vocab = x.shape
+    """[V, B] -> [ceil(V / 256), 256, B], padded with NEG_INF."""
+    vocab, b = x.shape
     n_blocks = -(-vocab // _BLOCK)
-    padded = jnp.pad(x, ((0, 0), (0, n_blocks * _BLOCK - vocab)), constant_values=NEG_INF)
-    return padded.reshape(b, n_blocks, _BLOCK)
+    padded = jnp.pad(x, ((0, n_blocks * _BLOCK - vocab), (0, 0)), constant_values=NEG_INF)
+    return padded.reshape(n_blocks, _BLOCK, b)
 
 
 def _inverse_cdf(key: jax.Array, weights: jax.Array) -> jax.Array:
@@ -98,12 +98,17 @@ def _inverse_cdf(key: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.minimum(index, last_positive)
 
 
+def _block_of(blocks: jax.Array, block: jax.Array) -> jax.Array:
+    """blocks [nb, 256, B], block [B] -> each row's block [256, B]."""
+    return jnp.take_along_axis(blocks, block[None, None, :], axis=0)[0]
+
+
 def _draw(key: jax.Array, blocks: jax.Array, mass: jax.Array, top: jax.Array) -> jax.Array:
-    """A block by its mass [B, nb], then a token inside it: [B] int32 ids."""
+    """A block by its mass [nb, B], then a token inside it (row max `top` [B]): [B] int32 ids."""
     block_key, token_key = jax.random.split(key)
-    block = _inverse_cdf(block_key, mass)
-    inside = jnp.take_along_axis(blocks, block[:, None, None], axis=1)[:, 0]
-    return block * _BLOCK + _inverse_cdf(token_key, jnp.exp(inside - top))
+    block = _inverse_cdf(block_key, mass.T)
+    inside = jnp.exp(_block_of(blocks, block) - top).T
+    return block * _BLOCK + _inverse_cdf(token_key, inside)
 
 
 def sample_categorical(key: jax.Array, logp: jax.Array) -> jax.Array:
@@ -114,9 +119,9 @@ def sample_categorical(key: jax.Array, logp: jax.Array) -> jax.Array:
     the vocabulary instead of V Gumbel variates (`jax.random.categorical`), which on a CPU costs
     more than the whole decode step. Tokens whose weight underflows float32 are never drawn.
     """
-    blocks = _vocab_blocks(logp)
-    top = jnp.max(logp, axis=-1, keepdims=True)
-    return _draw(key, blocks, jnp.sum(jnp.exp(blocks - top[:, :, None]), axis=-1), top)
+    blocks = _vocab_blocks(logp.T)
+    top = jnp.max(logp, axis=-1)
+    return _draw(key, blocks, jnp.sum(jnp.exp(blocks - top), axis=1), top)
 
 
 def select_tokens(
@@ -124,32 +129,45 @@ def select_tokens(
 ) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None]:
     """[B, V] logits -> (tokens [B] int32, logp [B], topk_ids [B,K] | None, topk_logp [B,K] | None).
 
+    `select_tokens_vocab_major` on `logits.T`; see there.
+    """
+    return select_tokens_vocab_major(key, logits.T, params)
+
+
+def select_tokens_vocab_major(
+    key: jax.Array, logits: jax.Array, params: SamplingParams
+) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None]:
+    """[V, B] logits -> (tokens [B] int32, logp [B], topk_ids [B,K] | None, topk_logp [B,K] | None).
+
     logp and the top-K are the recorded (temperature-scaled, untruncated) values, equal to
     `scaled_logprobs` at the chosen ids. Two passes over the vocabulary serve both the choice and
     the recorded values: per-block maxima (the row max; greedy reads its first maximal block)
-    and per-block masses (the log-normalizer; sampling draws a block by them). The [B, V]
-    log-softmax is only materialized when top-k/top-p truncation needs it. Greedy picks the
-    lowest index among equal maxima, as `jnp.argmax`.
+    and per-block masses (the log-normalizer; sampling draws a block by them). The log-softmax
+    is only materialized when top-k/top-p truncation needs it. Greedy picks the lowest index
+    among equal maxima, as `jnp.argmax`. Vocabulary first because the sampler's LM head
+    produces [V, B] faster than [B, V] on a CPU, and reductions over V then run along
+    contiguous batch rows (together 1.2 ms of a ~10 ms decode step at B = 32, V = 32k).
     """
     temperature = 1.0 if params.greedy else params.temperature
     scaled = logits.astype(jnp.float32) / temperature
+    vocab, b = scaled.shape
     blocks = _vocab_blocks(scaled)
-    block_max = jnp.max(blocks, axis=-1)
-    top = jnp.max(block_max, axis=-1, keepdims=True)
-    mass = jnp.sum(jnp.exp(blocks - top[:, :, None]), axis=-1)
-    log_norm = jnp.log(jnp.sum(mass, axis=-1, keepdims=True))
+    block_max = jnp.max(blocks, axis=1)
+    top = jnp.max(block_max, axis=0)
+    mass = jnp.sum(jnp.exp(blocks - top), axis=1)
+    log_norm = jnp.log(jnp.sum(mass, axis=0))
     if params.greedy:
-        block = jnp.argmax(block_max, axis=-1).astype(jnp.int32)
-        inside = jnp.take_along_axis(blocks, block[:, None, None], axis=1)[:, 0]
-        tokens = block * _BLOCK + jnp.argmax(inside, axis=-1).astype(jnp.int32)
+        block = jnp.argmax(block_max, axis=0).astype(jnp.int32)
+        inside = jnp.argmax(_block_of(blocks, block), axis=0).astype(jnp.int32)
+        tokens = block * _BLOCK + inside
     elif params.top_k or params.top_p < 1.0:
-        tokens = sample_categorical(key, truncate(scaled - top - log_norm, params))
+        tokens = sample_categorical(key, truncate((scaled - top - log_norm).T, params))
     else:
         tokens = _draw(key, blocks, mass, top)
-    picked = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)
-    logp = ((picked - top) - log_norm)[:, 0]
+    picked = scaled[tokens, jnp.arange(b)]
+    logp = (picked - top) - log_norm
     if params.record_top_k == 0:
         return tokens, logp, None, None
-    k = min(params.record_top_k, logits.shape[-1])
-    topk_scaled, topk_ids = top_k_by_blocks(scaled, k)
-    return tokens, logp, topk_ids, (topk_scaled - top) - log_norm
+    k = min(params.record_top_k, vocab)
+    topk_scaled, topk_ids = top_k_by_blocks_vocab_major(scaled, k)
+    return tokens, logp, topk_ids, (topk_scaled - top[:, None]) - log_norm[:, None]
