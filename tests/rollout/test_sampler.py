@@ -8,6 +8,7 @@ import torch
 from hf_testing import FAMILIES, make_hf_model
 
 from trlx_jax.models import load_hf, make_mesh, positions_from_mask
+from trlx_jax.rollout import sampler as sampler_module
 from trlx_jax.rollout.sampler import (
     FINISH_LENGTH,
     FINISH_STOP,
@@ -64,19 +65,21 @@ def test_greedy_equals_stepwise_argmax_of_full_forward(qwen3_dir):
 def test_recorded_logprobs_and_topk_equal_full_forward_with_early_stop(qwen3_dir):
     model, _ = load_hf(qwen3_dir)
     tokens, mask = ragged_prompts()
+    # 3 prompts x 3 samples = 9 rows: the decode loop keeps its logits vocabulary-first (>= 8).
+    assert 9 >= sampler_module._VOCAB_MAJOR_ROWS
     params = SamplingParams(temperature=0.8, record_top_k=5)
     key = jax.random.key(3)
-    first = generate(model, tokens, mask, key=key, max_new_tokens=9, num_samples=2,
+    first = generate(model, tokens, mask, key=key, max_new_tokens=9, num_samples=3,
                      sampling=params)
     stop = int(first.tokens[0, 2])  # row 0 must now stop at step 2 at the latest
-    out = generate(model, tokens, mask, key=key, max_new_tokens=9, num_samples=2,
+    out = generate(model, tokens, mask, key=key, max_new_tokens=9, num_samples=3,
                    sampling=params, stop_ids=(stop,), pad_id=0)
     lengths = np.asarray(out.lengths)
     assert lengths[0] <= 3 and out.finish_reason[0] == FINISH_STOP
     resp_mask = np.asarray(out.response_mask)
     np.testing.assert_array_equal(resp_mask, np.arange(9)[None] < lengths[:, None])
     assert (np.asarray(out.tokens)[~resp_mask] == 0).all()
-    for row in range(6):
+    for row in range(9):
         n = lengths[row]
         if out.finish_reason[row] == FINISH_STOP:
             assert out.tokens[row, n - 1] == stop
@@ -97,7 +100,7 @@ def test_recorded_logprobs_and_topk_equal_full_forward_with_early_stop(qwen3_dir
                                atol=1e-4)
     gathered = np.take_along_axis(pred, np.asarray(out.topk_ids), -1)
     np.testing.assert_allclose(gathered[resp_mask], want_topk[resp_mask], atol=1e-4)
-    np.testing.assert_array_equal(np.asarray(out.prompt_index), np.repeat(np.arange(3), 2))
+    np.testing.assert_array_equal(np.asarray(out.prompt_index), np.repeat(np.arange(3), 3))
 
 
 def test_long_generation_across_decode_segments_equals_full_forward(qwen3_dir):

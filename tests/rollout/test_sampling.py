@@ -6,14 +6,29 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from trlx_jax.rollout import sampling
 from trlx_jax.rollout.sampling import (
     NEG_INF,
     SamplingParams,
     sample_categorical,
     scaled_logprobs,
-    select_tokens,
     truncate,
 )
+
+# Every test runs with [B, V] logits and again with the sampler's vocabulary-first layout.
+_LAYOUT = {"vocab_major": False}
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["batch_major", "vocab_major"])
+def logits_layout(request):
+    _LAYOUT["vocab_major"] = request.param
+
+
+def select_tokens(key, logits, params, vocab_major=None):
+    """`sampling.select_tokens` on [B, V] logits, handed over in the layout under test."""
+    vocab_major = _LAYOUT["vocab_major"] if vocab_major is None else vocab_major
+    logits = logits.T if vocab_major else logits
+    return sampling.select_tokens(key, logits, params, vocab_major=vocab_major)
 
 LOGITS = jnp.array([2.0, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0, 1.5])
 N_DRAWS = 40_000
@@ -21,7 +36,8 @@ N_DRAWS = 40_000
 
 def draw(params: SamplingParams, logits=LOGITS, n=N_DRAWS, seed=0) -> np.ndarray:
     batch = jnp.broadcast_to(logits, (n, logits.shape[-1]))
-    tokens, _, _, _ = jax.jit(select_tokens, static_argnums=2)(jax.random.key(seed), batch, params)
+    select = jax.jit(select_tokens, static_argnums=(2, 3))
+    tokens, _, _, _ = select(jax.random.key(seed), batch, params, _LAYOUT["vocab_major"])
     return np.asarray(tokens)
 
 
