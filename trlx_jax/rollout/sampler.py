@@ -1,8 +1,10 @@
 """`generate`: batched KV-cache sampling that records behaviour log-probs and top-K per token.
 
 One compiled program per (batch, prompt bucket, generation bucket, sampling params): a prefill
-forward over the left-padded prompts fills the cache, then a `lax.while_loop` decodes one token
-per step and exits as soon as every row has stopped. The weights are traced arguments (new
+forward over the left-padded prompts fills the cache, then `lax.while_loop`s decode one token
+per step and exit as soon as every row has stopped (up to four loops in sequence, each
+attending only to the cache slots written so far: `decode_segments`). The weights are traced
+arguments (new
 weights never recompile), and the cache lives inside the program, so XLA updates it in place
 across the loop (the strongest form of donation: it never leaves the device or gets copied).
 
