@@ -4,9 +4,9 @@ One compiled program per (batch, prompt bucket, generation bucket, sampling para
 forward over the left-padded prompts fills the cache, then `lax.while_loop`s decode one token
 per step and exit as soon as every row has stopped (up to four loops in sequence, each
 attending only to the cache slots written so far: `decode_segments`). The weights are traced
-arguments (new
-weights never recompile), and the cache lives inside the program, so XLA updates it in place
-across the loop (the strongest form of donation: it never leaves the device or gets copied).
+arguments (new weights never recompile), and the cache lives inside the program, so XLA
+updates it in place across the loops (the strongest form of donation: it never leaves the
+device or gets copied).
 
 Prompt lengths are bucketed (left-padded up to the bucket), and so is the generation buffer;
 `max_new_tokens` itself is a traced loop bound, so varying prompt lengths or generation lengths
