@@ -26,7 +26,10 @@ setup(
     extras_require={
         # torch is pinned: an unpinned torch pulls several GB of CUDA wheels;
         # 2.13.0 is the local CPU build.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "scipy>=1.11", "ruff>=0.6"],
+        "test": [
+            "pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "scipy>=1.11", "ruff>=0.6",
+            "math-verify>=0.7",
+        ],
         "math": ["math-verify>=0.7"],
         "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "ipykernel>=6"],
     },
