@@ -150,9 +150,6 @@ def _generate(
 
         return cond
 
-    def segment_body(window: int):
-        return functools.partial(body, window=window)
-
     def body(carry, window):
         step, cache, logits, done, lengths, stopped, buffers = carry
         sampled, logp, topk_ids, topk_logp = select_tokens(
@@ -182,7 +179,9 @@ def _generate(
     # Step s writes slot p + s and attends to slots <= p + s, so steps [start, end) need a window
     # of p + end slots: each segment reads only the part of the cache written so far.
     for end in decode_segments(length):
-        carry = jax.lax.while_loop(segment_cond(end), segment_body(p + end), carry)
+        carry = jax.lax.while_loop(
+            segment_cond(end), functools.partial(body, window=p + end), carry
+        )
     _, _, _, _, lengths, stopped, buffers = carry
     return (lengths, stopped, *buffers)
 

@@ -16,7 +16,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from trlx_jax.ops.topk import top_k_by_blocks, top_k_by_blocks_vocab_major
+from trlx_jax.ops.topk import top_k_by_blocks
 
 NEG_INF = -1e30
 
@@ -182,6 +182,5 @@ def select_tokens(
     if params.record_top_k == 0:
         return tokens, logp, None, None
     k = min(params.record_top_k, vocab)
-    top_k = top_k_by_blocks_vocab_major if vocab_major else top_k_by_blocks
-    topk_scaled, topk_ids = top_k(scaled, k)
+    topk_scaled, topk_ids = top_k_by_blocks(scaled, k, vocab_major=vocab_major)
     return tokens, logp, topk_ids, (topk_scaled - top[:, None]) - log_norm[:, None]
