@@ -251,7 +251,7 @@ def test_padding_and_masked_tokens_get_exactly_zero_gradient(x64, name):
         # Masked response tokens: exactly zero, and the case has some.
         assert float(metrics["clip_frac"]) > 0
         nonzero = (grad != 0) & np.asarray(batch["response_mask"])
-        np.testing.assert_allclose(nonzero.sum(), (1 - metrics["clip_frac"]) * tokens(batch))
+        np.testing.assert_allclose(nonzero.sum(), (1 - float(metrics["clip_frac"])) * tokens(batch))
 
 
 def test_dppo_default_deltas_are_the_paper_values(x64):
@@ -468,7 +468,9 @@ def test_metrics_bundle_is_masked_and_consistent():
         for key in clean:
             np.testing.assert_allclose(dirty[key], clean[key], rtol=1e-6, err_msg=f"{name}.{key}")
         np.testing.assert_allclose(
-            clean["clip_frac_pos"] + clean["clip_frac_neg"], clean["clip_frac"], rtol=1e-6
+            float(clean["clip_frac_pos"]) + float(clean["clip_frac_neg"]),
+            float(clean["clip_frac"]),
+            rtol=1e-6,
         )
     metrics = run("dppo_binary_kl", cfg, batch)[2]
     valid = np.asarray(batch["response_mask"])

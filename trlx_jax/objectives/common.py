@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from trlx_jax.objectives.aggregation import aggregate
-from trlx_jax.objectives.metrics import masked_mean
+from trlx_jax.objectives.metrics import Metric
 
 KL_ESTIMATORS = ("k1", "k3")
 
@@ -34,8 +34,8 @@ def reduce(
     per_token: jax.Array,
     batch: Mapping[str, jax.Array],
     cfg: ml_collections.ConfigDict,
-    metrics: dict[str, jax.Array],
-) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+    metrics: dict[str, Metric],
+) -> tuple[jax.Array, jax.Array, dict[str, Metric]]:
     """[B, T] policy terms -> (loss_sum, denominator, metrics), adding cfg.kl_coef * KL to ref.
 
     The KL term needs `ref_logp` in the batch only when `cfg.kl_coef` is non-zero.
@@ -46,7 +46,7 @@ def reduce(
         kl = reference_kl(batch["logp"], batch["ref_logp"], cfg.kl_estimator, cfg.log_ratio_cap)
         per_token = per_token + cfg.kl_coef * kl
         valid = batch["response_mask"].astype(bool)
-        kl_ref = masked_mean(jax.lax.stop_gradient(kl), valid).astype(jnp.float32)
+        kl_ref = Metric.mean(kl, valid)
         metrics = {**metrics, "kl_ref": kl_ref}
     loss_sum, denominator = aggregate(
         per_token, batch["response_mask"], cfg.aggregation, cfg.norm_length

@@ -15,10 +15,10 @@ import ml_collections
 
 from trlx_jax.objectives import POLICY_LOSSES, dppo
 from trlx_jax.objectives.common import capped_log_ratio, reduce
-from trlx_jax.objectives.metrics import masked_mean, policy_metrics
+from trlx_jax.objectives.metrics import Metric, policy_metrics
 
 Batch = Mapping[str, jax.Array]
-LossOutput = tuple[jax.Array, jax.Array, dict[str, jax.Array]]
+LossOutput = tuple[jax.Array, jax.Array, dict[str, Metric]]
 
 # Paper defaults of delta per divergence family (specs/dppo.md section 3).
 DPPO_DEFAULT_DELTA = {"tv": 0.15, "kl": 0.05}
@@ -62,7 +62,7 @@ def clip_loss(batch: Batch, cfg: ml_collections.ConfigDict) -> LossOutput:
         clipped=(kept == 0) | dual,
         entropy=batch.get("entropy"),
     )
-    metrics["dual_clip_frac"] = masked_mean(dual, mask.astype(bool)).astype(jnp.float32)
+    metrics["dual_clip_frac"] = Metric.mean(dual, mask.astype(bool))
     return reduce(per_token, batch, cfg, metrics)
 
 
@@ -96,7 +96,7 @@ def gspo_loss(batch: Batch, cfg: ml_collections.ConfigDict) -> LossOutput:
         clipped=kept == 0,
         entropy=batch.get("entropy"),
     )
-    metrics["seq_ratio_mean"] = masked_mean(s_value, valid).astype(jnp.float32)
+    metrics["seq_ratio_mean"] = Metric.mean(s_value, valid)
     return reduce(per_token, batch, cfg, metrics)
 
 
@@ -122,8 +122,7 @@ def _truncated_is_loss(
         entropy=batch.get("entropy"),
         divergence=divergence,
     )
-    truncated = masked_mean(ratio > cfg.is_cap, mask.astype(bool))
-    metrics["is_truncated_frac"] = truncated.astype(jnp.float32)
+    metrics["is_truncated_frac"] = Metric.mean(ratio > cfg.is_cap, mask.astype(bool))
     return reduce(per_token, batch, cfg, metrics)
 
 

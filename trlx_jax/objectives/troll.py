@@ -30,12 +30,12 @@ import ml_collections
 from trlx_jax.objectives import POLICY_LOSSES
 from trlx_jax.objectives.common import capped_log_ratio, reduce
 from trlx_jax.objectives.dppo import broadcast_advantages
-from trlx_jax.objectives.metrics import masked_mean, policy_metrics
+from trlx_jax.objectives.metrics import Metric, policy_metrics
 from trlx_jax.ops.projection import kl_projection
 from trlx_jax.ops.sparse_support import sparse_support
 
 Batch = Mapping[str, jax.Array]
-LossOutput = tuple[jax.Array, jax.Array, dict[str, jax.Array]]
+LossOutput = tuple[jax.Array, jax.Array, dict[str, Metric]]
 OLD_SOURCES = ("rollout", "recompute")
 
 
@@ -54,11 +54,6 @@ def _check(cfg: ml_collections.ConfigDict) -> None:
             f"troll_old_source must be one of {', '.join(OLD_SOURCES)}, "
             f"got {cfg.troll_old_source!r}"
         )
-
-
-def _masked_max(x: jax.Array, valid: jax.Array) -> jax.Array:
-    """Max over valid entries; 0 if there are none."""
-    return jnp.where(valid.any(), jnp.where(valid, x, -jnp.inf).max(), 0.0)
 
 
 def _troll(batch: Batch, cfg: ml_collections.ConfigDict, sequence_ratio: bool) -> LossOutput:
@@ -119,16 +114,16 @@ def _troll(batch: Batch, cfg: ml_collections.ConfigDict, sequence_ratio: bool) -
     )
     projected = info.active & mask
     troll_metrics = {
-        "troll_projected_frac": masked_mean(info.active, mask),
-        "troll_kl_before_mean": masked_mean(info.kl_before, mask),
-        "troll_kl_before_max": _masked_max(info.kl_before, mask),
-        "troll_kl_after_mean": masked_mean(info.kl_after, mask),
-        "troll_eta_mean": masked_mean(info.eta, projected),
-        "troll_violation_max": _masked_max(info.violation, mask),
-        "troll_reg_mean": masked_mean(sg(reg), mask),
-        "troll_ratio_mean": masked_mean(sg(jnp.exp(log_ratio)), mask),
+        "troll_projected_frac": Metric.mean(info.active, mask),
+        "troll_kl_before_mean": Metric.mean(info.kl_before, mask),
+        "troll_kl_before_max": Metric.max(info.kl_before, mask),
+        "troll_kl_after_mean": Metric.mean(info.kl_after, mask),
+        "troll_eta_mean": Metric.mean(info.eta, projected),
+        "troll_violation_max": Metric.max(info.violation, mask),
+        "troll_reg_mean": Metric.mean(sg(reg), mask),
+        "troll_ratio_mean": Metric.mean(sg(jnp.exp(log_ratio)), mask),
     }
-    metrics.update({k: v.astype(jnp.float32) for k, v in troll_metrics.items()})
+    metrics.update(troll_metrics)
     return reduce(per_token, batch, cfg, metrics)
 
 
