@@ -9,7 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("models", "ops", "objectives", "rollout", "data", "train", "config")
+_SUBPACKAGES = ("models", "ops", "objectives", "rollout", "data", "trainer", "config")
 
 
 def __getattr__(name: str) -> Any:

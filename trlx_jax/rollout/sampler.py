@@ -66,7 +66,9 @@ class Rollout(NamedTuple):
     tokens, the stop token included); lengths [N] int32; finish_reason [N] int32 (FINISH_*);
     logp [N, L] float32, the behaviour log-prob of each sampled token; topk_ids [N, L, K] int32
     and topk_logp [N, L, K] float32 (None when record_top_k = 0); prompt_tokens and prompt_mask
-    [N, P] the left-padded prompts, repeated per sample; prompt_index [N] int32.
+    [N, P] the left-padded prompts, repeated per sample; prompt_index [N] int32; `sampling`
+    the SamplingParams they were drawn with (a static pytree node: tree maps skip it), so a
+    trainer recomputes log-probs at the same temperature and K.
     Recorded values follow `sampling.py`: temperature applied, no top-p/top-k truncation.
     """
 
@@ -80,6 +82,7 @@ class Rollout(NamedTuple):
     prompt_tokens: jax.Array
     prompt_mask: jax.Array
     prompt_index: jax.Array
+    sampling: SamplingParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,4 +250,5 @@ def generate(
         prompt_tokens=jnp.asarray(tokens[:, pad:]),
         prompt_mask=jnp.asarray(mask[:, pad:]),
         prompt_index=jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_samples),
+        sampling=sampling,
     )

@@ -21,6 +21,7 @@ from trlx_jax.ops.topk import top_k_by_blocks
 NEG_INF = -1e30
 
 
+@jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
     """Static sampling settings; `temperature == 0` means greedy decoding.

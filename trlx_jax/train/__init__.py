@@ -1,1 +1,0 @@
-"""Train state, jitted RL/SFT steps, the loop, checkpoints and metrics."""
