@@ -64,9 +64,10 @@ def create_state(
     params: nnx.State, tx: optax.GradientTransformation, key: jax.Array, mesh: Mesh
 ) -> tuple[TrainState, TrainState]:
     """(state, its shardings): params keep the rule table's shardings, the optimizer state is
-    initialized under jit next to them."""
+    initialized under jit next to them. The params are copied: steps donate the state, and the
+    caller's arrays (e.g. a reference policy) stay valid."""
     param_shardings = state_shardings(params, mesh)
-    params = jax.device_put(params, param_shardings)
+    params = jax.device_put(params, param_shardings, may_alias=False)
     with jax.set_mesh(mesh):
         opt_state = jax.jit(tx.init)(params)
     opt_shardings = jax.tree.map(lambda x: x.sharding, opt_state)

@@ -1,0 +1,58 @@
+"""The main job: `python -m trlx_jax.cli.train --config=configs/default.py [--config.KEY=VALUE]`.
+
+Warm-up (cached), RL with periodic greedy evaluation, then a table of the results and the
+paths of the run directory and plots. `--help_config` lists every key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from trlx_jax.config import ConfigError, flat_keys, load_config
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Splits argv into this command's options and the `--config.KEY=VALUE` overrides."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trlx_jax.cli.train",
+        description="Run an RL experiment (warm-up + RL) from a config file.",
+        epilog="Overrides: --config.SECTION.KEY=VALUE (repeatable); unknown keys are errors.",
+    )
+    parser.add_argument("--config", required=True, help="config file, optionally path.py:arg")
+    parser.add_argument("--help_config", action="store_true", help="list every config key")
+    overrides = [a for a in argv if a.startswith("--config.")]
+    rest = [a for a in argv if not a.startswith("--config.")]
+    return parser.parse_args(rest), overrides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for a bad config or override)."""
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.help_config:
+        print("\n".join(flat_keys(config)))
+        return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from trlx_jax.trainer.loop import Trainer, format_summary
+
+    try:
+        trainer = Trainer(config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"run directory: {config.run_dir}  (loss {config.loss_name}, seed {config.seed})",
+          flush=True)
+    summary = trainer.run()
+    print(format_summary(summary, config.run_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""`run(config)`: warm-up, then RL iterations, evaluations, metrics, summary and plots.
+
+One iteration reads as the data flow of design.md:
+prompts -> sample G completions -> score (decode + rewards) -> advantages -> log-probs
+(reference / recomputed behaviour policy, when configured) -> updates -> metrics [-> eval].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from trlx_jax.config import save_config
+from trlx_jax.data import PromptIterator, RLBatch
+from trlx_jax.trainer import phases
+from trlx_jax.trainer.batch import LogProbSpec, train_batch
+from trlx_jax.trainer.build import (
+    DPPO_TOPK_LOSSES,
+    TROLL_LOSSES,
+    Components,
+    build,
+    logprob_spec,
+    update_schedule,
+)
+from trlx_jax.trainer.metrics import MetricsWriter, PhaseTimer, write_summary
+from trlx_jax.trainer.plots import plot_run
+from trlx_jax.trainer.state import TrainState, create_state, make_optimizer
+from trlx_jax.trainer.step import UpdateSchedule, make_rl_train_step
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunState:
+    """The loop's mutable state between iterations (host side)."""
+
+    state: TrainState
+    step_fn: Callable | None = None
+    evals: list[tuple[int, dict[str, float]]] = dataclasses.field(default_factory=list)
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+class Trainer:
+    """An RL run built from a config: `Trainer(config).run()` -> the summary dict."""
+
+    def __init__(self, config: ml_collections.ConfigDict, *, progress: bool | None = None):
+        self.config = config
+        self.run_dir = config.run_dir
+        self.progress = config.logging.progress if progress is None else progress
+        self.parts: Components = build(config, self.run_dir)
+        self.spec: LogProbSpec = logprob_spec(config)
+        self.updates: UpdateSchedule = update_schedule(config)
+        key = jax.random.key(config.seed)
+        self.rollout_key, self.state_key, self.eval_key = jax.random.split(key, 3)
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def warm_up(self) -> tuple[nnx.State, dict[str, Any]]:
+        """The starting policy: the (cached) supervised warm-up of the initial model."""
+        from trlx_jax.trainer.warmup import supervised_warmup
+
+        return supervised_warmup(self.parts, self.config, progress=self.progress)
+
+    def evaluate(self, params: nnx.State, eval_prompts: RLBatch, step: int):
+        """Greedy accuracy (and pass@k) on the held-out prompts."""
+        t = self.config.train
+        return phases.evaluate(
+            self.parts, params, eval_prompts, jax.random.fold_in(self.eval_key, step),
+            max_new_tokens=self.config.rollout.max_new_tokens, pass_k=t.eval_pass_k,
+            samples_logged=t.eval_samples_logged,
+        )
+
+    def iteration(self, run: RunState, prompts: RLBatch, step: int,
+                  ref_params: nnx.State | None) -> dict[str, float]:
+        """One RL iteration on a prompt batch; -> its metrics (host floats)."""
+        c, parts, timer = self.config, self.parts, PhaseTimer()
+        g = c.rollout.num_samples
+        with timer("rollout"):
+            rollout = phases.sample(parts, run.state.params, prompts,
+                                    jax.random.fold_in(self.rollout_key, step), num_samples=g,
+                                    max_new_tokens=c.rollout.max_new_tokens)
+            phases.check_rollout(rollout, self.spec, needs_record=c.loss_name in
+                                 TROLL_LOSSES + DPPO_TOPK_LOSSES)
+            jax.block_until_ready(rollout.tokens)
+        with timer("reward"):
+            scored = phases.score(parts, prompts, rollout, g)
+            adv = phases.advantages(jnp.asarray(scored.rewards), estimator=c.advantage.estimator,
+                                    group_size=g, eps=c.advantage.std_eps)
+        batch = train_batch(rollout, adv)
+        with timer("logprob"):
+            recompute = c.loss_name in TROLL_LOSSES and c.loss.troll_old_source == "recompute"
+            batch = phases.train_batch_with_logprobs(
+                parts, batch, ref_params=ref_params, spec=self.spec,
+                old_params=run.state.params if recompute else None,
+            )
+            jax.block_until_ready(batch)
+        with timer("update"):
+            if run.step_fn is None:
+                run.step_fn = self._make_step(run.state, batch)
+            with jax.set_mesh(parts.mesh):
+                run.state, step_metrics = run.step_fn(run.state, batch)
+            step_metrics = jax.device_get(step_metrics)
+        metrics = {k: float(v) for k, v in step_metrics.items()}
+        metrics.update(phases.reward_stats(scored, np.asarray(adv), g))
+        metrics.update(phases.rollout_stats(rollout, c.rollout.max_new_tokens))
+        generated = float(np.asarray(rollout.lengths).sum())
+        trained = generated * self.updates.epochs
+        seconds = timer.seconds
+        metrics.update({f"time/{k}": v for k, v in seconds.items()})
+        metrics["time/step"] = sum(seconds.values())
+        metrics["tokens_per_s/rollout"] = generated / max(seconds["rollout"], 1e-9)
+        metrics["tokens_per_s/update"] = trained / max(seconds["update"], 1e-9)
+        metrics["tokens_per_s/step"] = generated / max(metrics["time/step"], 1e-9)
+        return metrics
+
+    def _make_step(self, state: TrainState, batch) -> Callable:
+        """The jitted RL step for this run's shapes (built at the first batch)."""
+        c = self.config
+        return make_rl_train_step(
+            graphdef=self.parts.graphdef, tx=self.tx, schedule=self.schedule,
+            loss_name=c.loss_name, loss_cfg=c.loss, logprob_spec=self.spec,
+            vocab_size=self.parts.model_config.vocab_size, updates=self.updates,
+            mesh=self.parts.mesh, state_shardings=self.state_shardings, batch_example=batch,
+        )
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Warm-up, `train.steps` RL iterations with periodic evaluation, summary and plots."""
+        c = self.config
+        start = time.perf_counter()
+        if jax.process_index() == 0:
+            save_config(c, self.run_dir)
+        writer = MetricsWriter(
+            self.run_dir, tensorboard=c.logging.tensorboard,
+            wandb_project=c.logging.wandb_project if c.logging.wandb else None,
+            wandb_mode=c.logging.wandb_mode, config=c.to_dict(),
+        )
+        params, warm = self.warm_up()
+        warm_seconds = time.perf_counter() - start
+        self.tx, self.schedule = make_optimizer(c.optimizer, c.train.steps * self.updates.updates)
+        state, self.state_shardings = create_state(params, self.tx, self.state_key,
+                                                   self.parts.mesh)
+        ref_params = params if c.loss.kl_coef else None
+        run = RunState(state=state)
+        prompts = PromptIterator(self.parts.train_source, self.parts.formatter,
+                                 c.data.prompts_per_step, seed=c.seed)
+        eval_prompts = phases.eval_batch(self.parts, c.train.eval_examples)
+
+        self._record_eval(run, writer, eval_prompts, 0)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(1, c.train.steps + 1), desc=f"RL ({c.loss_name})",
+                   disable=not self.progress)
+        for step in bar:
+            metrics = self.iteration(run, next(prompts), step, ref_params)
+            if step % c.train.eval_every == 0 or step == c.train.steps:
+                metrics.update(self._record_eval(run, writer, eval_prompts, step))
+            run.history.append(metrics)
+            writer.write(step, metrics)
+            bar.set_postfix(self._postfix(metrics, run), refresh=False)
+        bar.close()
+        summary = self._summary(run, warm, warm_seconds, time.perf_counter() - start)
+        write_summary(self.run_dir, summary)
+        writer.close()
+        summary["plots"] = plot_run(self.run_dir) if jax.process_index() == 0 else []
+        self.state = run.state
+        return summary
+
+    def _record_eval(self, run: RunState, writer: MetricsWriter, eval_prompts: RLBatch,
+                     step: int) -> dict[str, float]:
+        metrics, rows = self.evaluate(run.state.params, eval_prompts, step)
+        run.evals.append((step, metrics))
+        writer.write_samples(step, rows)
+        if step == 0:
+            writer.write(0, metrics)
+        return metrics
+
+    def _postfix(self, metrics: dict[str, float], run: RunState) -> dict[str, str]:
+        kl = metrics.get("approx_kl", 0.0)
+        return {"reward": f"{metrics['reward/mean']:.3f}", "acc": f"{metrics['accuracy']:.3f}",
+                "eval": f"{run.evals[-1][1]['eval/accuracy']:.3f}", "kl": f"{kl:.1e}",
+                "s/step": f"{metrics['time/step']:.2f}"}
+
+    def _summary(self, run: RunState, warm: dict[str, Any], warm_seconds: float,
+                 seconds: float) -> dict[str, Any]:
+        """Final and best eval figures, first/last rewards, trust-region stats, totals."""
+        accs = [(s, m["eval/accuracy"]) for s, m in run.evals]
+        after = [a for s, a in accs if s > 0][-3:]
+        history = run.history
+
+        def mean_of(key: str, rows: list[dict[str, float]]) -> float | None:
+            values = [r[key] for r in rows if key in r]
+            return float(np.mean(values)) if values else None
+
+        region_key = "troll_projected_frac" if self.config.loss_name in TROLL_LOSSES else \
+            "clip_frac"
+        best_step, best = max(accs, key=lambda x: x[1])
+        summary = {
+            "loss_name": self.config.loss_name,
+            "seed": self.config.seed,
+            "steps": len(history),
+            "eval_problems": int(run.evals[0][1]["eval/num_problems"]),
+            "accuracy_warm_start": accs[0][1],
+            "accuracy_final": accs[-1][1],
+            "accuracy_last3_mean": float(np.mean(after)) if after else accs[0][1],
+            "accuracy_best": best,
+            "accuracy_best_step": best_step,
+            "eval_history": [{"step": s, **m} for s, m in run.evals],
+            "reward_first10": mean_of("reward/mean", history[:10]),
+            "reward_last10": mean_of("reward/mean", history[-10:]),
+            "kl_behaviour_mean": mean_of("approx_kl", history),
+            "trust_region_key": region_key,
+            "trust_region_frac_mean": mean_of(region_key, history),
+            "mismatch_abs_log_ratio_max": max(
+                (r["mismatch/abs_log_ratio_max"] for r in history), default=None),
+            "seconds_total": seconds,
+            "seconds_warmup": warm_seconds,
+            "seconds_per_step": mean_of("time/step", history),
+            "generated_tokens": float(sum(r["response/length_mean"] for r in history)
+                                      * self.config.data.prompts_per_step
+                                      * self.config.rollout.num_samples),
+            "optimizer_updates": len(history) * self.updates.updates,
+            "warmup": warm,
+        }
+        if self.config.train.eval_pass_k:
+            key = f"eval/pass@{self.config.train.eval_pass_k}"
+            summary["pass_k_final"] = run.evals[-1][1][key]
+        return summary
+
+
+def run(config: ml_collections.ConfigDict, *, progress: bool | None = None) -> dict[str, Any]:
+    """Builds the run of `config` and runs it; returns the summary (also in summary.json)."""
+    return Trainer(config, progress=progress).run()
+
+
+def format_summary(summary: dict[str, Any], run_dir: str) -> str:
+    """The end-of-run table printed by the CLI."""
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    def num(x: float | None, fmt: str = ".3f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    n = summary["eval_problems"]
+    rl_seconds = summary["seconds_total"] - summary["seconds_warmup"]
+    walls = f"{summary['seconds_warmup']:.0f} + {rl_seconds:.0f}"
+    lines = [
+        f"| {'metric':44s} | {'value':>12s} |",
+        f"|{'-' * 46}|{'-' * 14}|",
+        f"| {'greedy test accuracy after warm-up (' + str(n) + ' problems)':44s} | "
+        f"{pct(summary['accuracy_warm_start']):>12s} |",
+        f"| {'greedy test accuracy after RL (mean last 3)':44s} | "
+        f"{pct(summary['accuracy_last3_mean']):>12s} |",
+        f"| {'greedy test accuracy, final evaluation':44s} | "
+        f"{pct(summary['accuracy_final']):>12s} |",
+        f"| {'reward, first 10 steps':44s} | {num(summary['reward_first10']):>12s} |",
+        f"| {'reward, last 10 steps':44s} | {num(summary['reward_last10']):>12s} |",
+        f"| {'KL(behaviour || policy), mean per token':44s} | "
+        f"{num(summary['kl_behaviour_mean'], '.2e'):>12s} |",
+        f"| {summary['trust_region_key'] + ', mean':44s} | "
+        f"{pct(summary['trust_region_frac_mean']):>12s} |",
+        f"| {'wall time: warm-up + RL (s)':44s} | {walls:>12s} |",
+    ]
+    gain = summary["accuracy_last3_mean"] - summary["accuracy_warm_start"]
+    lines.append(f"\nRL changed greedy test accuracy by {100 * gain:+.1f} points "
+                 f"({summary['loss_name']}, seed {summary['seed']}, {summary['steps']} steps).")
+    lines.append(f"Run directory: {run_dir}  (metrics.jsonl, summary.json, samples.jsonl)")
+    if summary.get("plots"):
+        lines.append(f"Plots: {', '.join(summary['plots'])}")
+    return "\n".join(lines)
