@@ -22,15 +22,18 @@ setup(
         "ml-collections>=1.0",
         "numpy>=1.26",
         "tqdm>=4.66",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
     ],
     extras_require={
         # torch is pinned: an unpinned torch pulls several GB of CUDA wheels;
         # 2.13.0 is the local CPU build.
         "test": [
             "pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "scipy>=1.11", "ruff>=0.6",
-            "math-verify>=0.7",
+            "math-verify>=0.7", "wandb>=0.19",
         ],
+        "wandb": ["wandb>=0.19"],
         "math": ["math-verify>=0.7"],
-        "notebooks": ["matplotlib>=3.8", "nbclient>=0.10", "ipykernel>=6"],
+        "notebooks": ["nbclient>=0.10", "ipykernel>=6"],
     },
 )

@@ -9,5 +9,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# The tiny-HF-model helpers (tests/models/hf_testing.py) serve every test directory.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "models"))
+# Helper modules (tests/models/hf_testing.py, tests/trainer/trainer_testing.py) serve every
+# test directory.
+for _helpers in ("models", "trainer"):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), _helpers))

@@ -28,6 +28,16 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_args(rest), overrides
 
 
+def _quiet_dataset_preparation() -> None:
+    """TFDS prints progress bars and absl warnings while preparing a task; keep the log for
+    the run's own progress and results."""
+    import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
+
+    tfds.disable_progress_bar()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for a bad config or override)."""
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
@@ -40,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(flat_keys(config)))
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_dataset_preparation()
     from trlx_jax.trainer.loop import Trainer, format_summary
 
     try:

@@ -255,21 +255,21 @@ def format_summary(summary: dict[str, Any], run_dir: str) -> str:
     rl_seconds = summary["seconds_total"] - summary["seconds_warmup"]
     walls = f"{summary['seconds_warmup']:.0f} + {rl_seconds:.0f}"
     lines = [
-        f"| {'metric':44s} | {'value':>12s} |",
-        f"|{'-' * 46}|{'-' * 14}|",
-        f"| {'greedy test accuracy after warm-up (' + str(n) + ' problems)':44s} | "
+        f"| {'metric':52s} | {'value':>12s} |",
+        f"|{'-' * 54}|{'-' * 14}|",
+        f"| {'greedy test accuracy after warm-up (' + str(n) + ' problems)':52s} | "
         f"{pct(summary['accuracy_warm_start']):>12s} |",
-        f"| {'greedy test accuracy after RL (mean last 3)':44s} | "
+        f"| {'greedy test accuracy after RL (mean last 3)':52s} | "
         f"{pct(summary['accuracy_last3_mean']):>12s} |",
-        f"| {'greedy test accuracy, final evaluation':44s} | "
+        f"| {'greedy test accuracy, final evaluation':52s} | "
         f"{pct(summary['accuracy_final']):>12s} |",
-        f"| {'reward, first 10 steps':44s} | {num(summary['reward_first10']):>12s} |",
-        f"| {'reward, last 10 steps':44s} | {num(summary['reward_last10']):>12s} |",
-        f"| {'KL(behaviour || policy), mean per token':44s} | "
+        f"| {'reward, first 10 steps':52s} | {num(summary['reward_first10']):>12s} |",
+        f"| {'reward, last 10 steps':52s} | {num(summary['reward_last10']):>12s} |",
+        f"| {'KL(behaviour || policy), mean per token':52s} | "
         f"{num(summary['kl_behaviour_mean'], '.2e'):>12s} |",
-        f"| {summary['trust_region_key'] + ', mean':44s} | "
+        f"| {summary['trust_region_key'] + ', mean':52s} | "
         f"{pct(summary['trust_region_frac_mean']):>12s} |",
-        f"| {'wall time: warm-up + RL (s)':44s} | {walls:>12s} |",
+        f"| {'wall time: warm-up + RL (s)':52s} | {walls:>12s} |",
     ]
     gain = summary["accuracy_last3_mean"] - summary["accuracy_warm_start"]
     lines.append(f"\nRL changed greedy test accuracy by {100 * gain:+.1f} points "

@@ -1,0 +1,47 @@
+"""Helpers of the trainer tests: a tiny model config and a tiny run config."""
+
+import os
+
+import ml_collections
+
+from trlx_jax.config import load_config
+from trlx_jax.models import ModelConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+K = 8
+VOCAB = 64
+
+
+def tiny_model_config() -> ModelConfig:
+    return ModelConfig(model_type="qwen3", vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                       num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True,
+                       tie_word_embeddings=True)
+
+
+def run_config(tmp_path, loss_name: str = "troll", **changes) -> ml_collections.ConfigDict:
+    """configs/default.py shrunk to seconds: tiny task, few steps, tiny warm-up."""
+    overrides = {
+        "run_dir": str(tmp_path / "run"),
+        "loss_name": loss_name,
+        "data.data_dir": str(tmp_path.parent / "tfds"),
+        "data.task_options": "num_train=300,num_test=40",
+        "data.prompts_per_step": 4,
+        "rollout.num_samples": 4,
+        "rollout.record_top_k": 8,
+        "loss.troll_k": 8,
+        "model.hidden_size": 32,
+        "model.intermediate_size": 64,
+        "model.head_dim": 8,
+        "train.steps": 2,
+        "train.minibatches": 2,
+        "train.eval_every": 1,
+        "train.eval_examples": 16,
+        "sft.steps": 3,
+        "sft.batch_size": 16,
+        "sft.num_examples": 64,
+        "sft.cache_dir": str(tmp_path / "sft_cache"),
+        "logging.progress": False,
+    }
+    overrides.update(changes)
+    return load_config(os.path.join(ROOT, "configs", "default.py"),
+                       [f"{k}={v}" for k, v in overrides.items()])
