@@ -157,6 +157,19 @@ def main() -> None:
     full = synthetic_batch(a, graphdef, params, mesh)
     updates = UpdateSchedule(a.epochs, a.minibatches, a.microbatches)
     tx, schedule = make_optimizer(optimizer_config(), 1000)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    tokens = a.batch * a.response_len * a.epochs
+    print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
+    print(f"command: PYTHONPATH=. python {shlex.join(sys.argv)}")
+    print(
+        f"model: qwen3, {n_params / 1e6:.1f}M params, V={a.vocab}, hidden {a.hidden}, "
+        f"{a.layers} layers, {a.heads} heads / {a.kv_heads} kv, head dim {a.head_dim}, "
+        f"MLP {a.mlp}, float32; batch {a.batch} x ({a.prompt_len} prompt + {a.response_len} "
+        f"response), {tokens} trained tokens/step; epochs {a.epochs}, minibatches "
+        f"{a.minibatches}, microbatches {a.microbatches}; K={a.k}, chunk {a.chunk_size}; "
+        f"median of {a.repeats} steps, round-robin",
+        flush=True,
+    )
 
     steps, states, batches, compile_s, memory = {}, {}, {}, {}, {}
     for loss in a.losses:
@@ -188,18 +201,6 @@ def main() -> None:
                 )
                 seconds[loss].append(time.perf_counter() - start)
 
-    n_params = sum(x.size for x in jax.tree.leaves(params))
-    tokens = a.batch * a.response_len * a.epochs
-    print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
-    print(f"command: PYTHONPATH=. python {shlex.join(sys.argv)}")
-    print(
-        f"model: qwen3, {n_params / 1e6:.1f}M params, V={a.vocab}, hidden {a.hidden}, "
-        f"{a.layers} layers, {a.heads} heads / {a.kv_heads} kv, head dim {a.head_dim}, "
-        f"MLP {a.mlp}, float32; batch {a.batch} x ({a.prompt_len} prompt + {a.response_len} "
-        f"response), {tokens} trained tokens/step; epochs {a.epochs}, minibatches "
-        f"{a.minibatches}, microbatches {a.microbatches}; K={a.k}, chunk {a.chunk_size}; "
-        f"median of {a.repeats} steps, round-robin"
-    )
     base = "clip" if "clip" in a.losses else a.losses[0]
     base_s = statistics.median(seconds[base])
     print(f"| loss | compile s | s/step | tokens/s | peak MiB | time vs {base} | "
@@ -215,6 +216,8 @@ def main() -> None:
     if any(m[1] for m in memory.values()):
         print("XLA peak_memory_in_bytes, MiB: " + ", ".join(
             f"{loss} {memory[loss][1] / MIB:,.0f}" for loss in a.losses))
+    print("mean abs log-ratio to the behaviour record, last step before its update: " + ", ".join(
+        f"{loss} {float(last[loss]['mismatch/abs_log_ratio_mean']):.3f}" for loss in a.losses))
     for loss in a.losses:
         if not jnp.isfinite(last[loss]["loss"]):
             print(f"warning: {loss} returned a non-finite loss")

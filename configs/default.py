@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.use_chat_template = False
     c.data.max_prompt_len = 16
     c.data.on_long_prompt = "error"
-    c.data.prompts_per_step = 16
+    c.data.prompts_per_step = 32
     # Reward terms as "name:weight,..." ("" = the task's default rewards). Accuracy is always
     # the task's first default reward (its correctness check).
     c.data.rewards = ""
@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.b2 = 0.999
     c.optimizer.weight_decay = 0.0
     c.optimizer.grad_clip = 1.0
-    c.optimizer.warmup_steps = 0
+    c.optimizer.warmup_steps = 40
     # constant | cosine (cosine decays to 0 over all optimizer updates of the run).
     c.optimizer.schedule = "constant"
 
@@ -84,12 +84,12 @@ def get_config() -> ml_collections.ConfigDict:
     # `microbatches`. Greedy evaluation every `eval_every` steps on `eval_examples` test
     # problems (pass@k with `eval_pass_k` samples when > 0).
     c.train = ml_collections.ConfigDict()
-    c.train.steps = 200
+    c.train.steps = 1000
     c.train.epochs_per_batch = 1
     c.train.minibatches = 4
     c.train.microbatches = 1
     c.train.logprob_chunk_size = 1024
-    c.train.eval_every = 20
+    c.train.eval_every = 50
     c.train.eval_examples = 500
     c.train.eval_pass_k = 0
     c.train.eval_samples_logged = 4
@@ -97,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Supervised warm-up on `num_examples` labelled training problems (0 steps = none); the
     # result is cached under cache_dir by a hash of the sections it depends on.
     c.sft = ml_collections.ConfigDict()
-    c.sft.steps = 1200
+    c.sft.steps = 900
     c.sft.num_examples = 2000
     c.sft.batch_size = 128
     c.sft.lr = 3e-3
