@@ -41,6 +41,9 @@ def run_config(tmp_path, loss_name: str = "troll", **changes) -> ml_collections.
         "sft.num_examples": 64,
         "sft.cache_dir": str(tmp_path / "sft_cache"),
         "logging.progress": False,
+        # One device keeps the many short runs fast; test_cli_runs_a_shortened_main_job keeps the
+        # default mesh (-1, 1, 1): data parallel over the 8 simulated devices.
+        "mesh.shape": (1, 1, 1),
     }
     overrides.update(changes)
     return load_config(os.path.join(ROOT, "configs", "default.py"),

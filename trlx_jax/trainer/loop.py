@@ -34,7 +34,7 @@ from trlx_jax.trainer.build import (
 from trlx_jax.trainer.metrics import MetricsWriter, PhaseTimer, write_summary
 from trlx_jax.trainer.plots import plot_run
 from trlx_jax.trainer.state import TrainState, create_state, make_optimizer
-from trlx_jax.trainer.step import UpdateSchedule, make_rl_train_step
+from trlx_jax.trainer.step import UpdateSchedule, make_rl_train_step, shard_batch
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Trainer:
             scored = phases.score(parts, prompts, rollout, g)
             adv = phases.advantages(jnp.asarray(scored.rewards), estimator=c.advantage.estimator,
                                     group_size=g, eps=c.advantage.std_eps)
-        batch = train_batch(rollout, adv)
+        batch = shard_batch(train_batch(rollout, adv), parts.mesh)
         with timer("logprob"):
             recompute = c.loss_name in TROLL_LOSSES and c.loss.troll_old_source == "recompute"
             batch = phases.train_batch_with_logprobs(
@@ -173,7 +173,7 @@ class Trainer:
         write_summary(self.run_dir, summary)
         writer.close()
         summary["plots"] = plot_run(self.run_dir) if jax.process_index() == 0 else []
-        self.state = run.state
+        self.state, self.step_fn = run.state, run.step_fn
         return summary
 
     def _record_eval(self, run: RunState, writer: MetricsWriter, eval_prompts: RLBatch,

@@ -42,7 +42,8 @@ def plot_run(run_dir: str) -> list[str]:
     written = []
     for name, title, curves in FIGURES:
         series = [(label, *_series(rows, key)) for key, label in curves]
-        series = [s for s in series if s[1]]
+        # A curve that is 0 throughout (e.g. the clip fraction of TROLL) says nothing.
+        series = [s for s in series if any(v != 0 for v in s[2])]
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(6, 3.5))

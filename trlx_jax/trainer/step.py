@@ -79,6 +79,11 @@ def batch_shardings(batch: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda _: sharding, batch)
 
 
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """The batch placed with `batch_shardings` (rows over the data axes), as the steps expect."""
+    return jax.device_put(batch, batch_shardings(batch, mesh))
+
+
 def _accumulate(
     micro_loss: Callable, params: nnx.State, micro: Any
 ) -> tuple[nnx.State, jax.Array, jax.Array, dict[str, Metric]]:

@@ -17,15 +17,15 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from trlx_jax.data import SupervisedIterator
 from trlx_jax.models import load_hf, save_hf
 from trlx_jax.trainer.build import Components
 from trlx_jax.trainer.state import create_state, make_optimizer
-from trlx_jax.trainer.step import SFTBatch, make_sft_train_step
+from trlx_jax.trainer.step import SFTBatch, make_sft_train_step, shard_batch
 
 logger = logging.getLogger(__name__)
 MARKER = "warmup.json"
@@ -94,11 +94,11 @@ def _train(
     state, shardings = create_state(parts.params, tx, jax.random.key(config.seed), parts.mesh)
 
     def device_batch(b) -> SFTBatch:
-        return SFTBatch(
-            tokens=jnp.concatenate([b.prompts.tokens, b.completion_tokens], axis=1),
-            attention_mask=jnp.concatenate([b.prompts.mask, b.completion_mask], axis=1),
-            response_mask=jnp.asarray(b.completion_mask),
-        )
+        return shard_batch(SFTBatch(
+            tokens=np.concatenate([b.prompts.tokens, b.completion_tokens], axis=1),
+            attention_mask=np.concatenate([b.prompts.mask, b.completion_mask], axis=1),
+            response_mask=b.completion_mask,
+        ), parts.mesh)
 
     first = device_batch(next(iterator))
     step = make_sft_train_step(graphdef=parts.graphdef, tx=tx, schedule=schedule,
