@@ -93,6 +93,16 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_examples = 500
     c.train.eval_pass_k = 0
     c.train.eval_samples_logged = 4
+    # Checkpoints (run_dir/checkpoints, orbax, async) every `checkpoint_every` steps and at the
+    # end, the last `keep_checkpoints` kept; a run restarted in its directory resumes exactly.
+    # Resuming with a changed config is refused unless allow_config_change (then only the
+    # keys that are safe to change may differ: steps, evaluation, checkpointing, logging).
+    # After `max_bad_steps` consecutive steps with a non-finite loss or gradient (those
+    # updates are skipped) the run stops.
+    c.train.checkpoint_every = 100
+    c.train.keep_checkpoints = 2
+    c.train.allow_config_change = False
+    c.train.max_bad_steps = 10
 
     # Supervised warm-up on `num_examples` labelled training problems (0 steps = none); the
     # result is cached under cache_dir by a hash of the sections it depends on.

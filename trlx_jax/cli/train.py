@@ -60,7 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"run directory: {config.run_dir}  (loss {config.loss_name}, seed {config.seed})",
           flush=True)
-    summary = trainer.run()
+    try:
+        summary = trainer.run()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if summary["interrupted"]:
+        return 0  # the loop printed where the checkpoint is and how to resume
     print(format_summary(summary, config.run_dir))
     return 0
 

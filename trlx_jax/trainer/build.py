@@ -136,6 +136,30 @@ def update_schedule(config: ml_collections.ConfigDict) -> UpdateSchedule:
     return UpdateSchedule(t.epochs_per_batch, t.minibatches, t.microbatches)
 
 
+def _check_domains(config: ml_collections.ConfigDict) -> None:
+    """Numeric settings a run would otherwise only trip over deep inside a compiled step."""
+    loss, name = config.loss, config.loss_name
+    checks = [
+        ("optimizer.lr", config.optimizer.lr, config.optimizer.lr > 0, "> 0"),
+        ("sft.lr", config.sft.lr, config.sft.lr > 0, "> 0"),
+        ("rollout.num_samples", config.rollout.num_samples, config.rollout.num_samples >= 1,
+         ">= 1"),
+        ("data.prompts_per_step", config.data.prompts_per_step,
+         config.data.prompts_per_step >= 1, ">= 1"),
+    ]
+    if name in TROLL_LOSSES:
+        checks.append(("loss.troll_eps", loss.troll_eps,
+                       math.isfinite(loss.troll_eps) and loss.troll_eps > 0, "> 0 and finite"))
+    if name.startswith("dppo_"):
+        for key in ("delta_low", "delta_high"):
+            value = loss[key]
+            checks.append((f"loss.{key}", value, value is None or value > 0,
+                           "> 0 (or None for the paper value)"))
+    for key, value, ok, domain in checks:
+        if not ok:
+            raise ConfigError(f"{key}={value} is out of range: it must be {domain}")
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Registry names and the cross-key rules a run needs; raises ConfigError naming the keys."""
     for key, registry_check in (("loss_name", policy_loss),
@@ -151,6 +175,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"data.task: {e}") from None
     logprob_spec(config)
     update_schedule(config)
+    _check_domains(config)
     if config.train.steps < 1:
         raise ConfigError(f"train.steps must be >= 1, got {config.train.steps}")
     if config.train.eval_every < 1:
@@ -186,6 +211,19 @@ def build_tokenizer(config: ml_collections.ConfigDict, run_dir: str) -> Any:
     return build_char_tokenizer(os.path.join(run_dir, "tokenizer"))
 
 
+def _check_model_dir(path: str) -> None:
+    """A model directory must hold an HF config.json and safetensors weights."""
+    if not os.path.isdir(path):
+        raise ConfigError(f"model.path={path!r} is not a directory; give an HF model directory "
+                          "(config.json + *.safetensors), or '' for a random tiny model")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(f"model.path={path!r} has no config.json: it is not an HF model "
+                          "directory (save one with save_pretrained or trlx_jax.models.save_hf)")
+    if not any(name.endswith(".safetensors") for name in os.listdir(path)):
+        raise ConfigError(f"model.path={path!r} has a config.json but no *.safetensors weights; "
+                          "convert the checkpoint to safetensors (save_pretrained does)")
+
+
 def build_model(
     config: ml_collections.ConfigDict, vocab_size: int, mesh: Mesh
 ) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
@@ -213,12 +251,20 @@ def build(config: ml_collections.ConfigDict, run_dir: str) -> Components:
     """Checks `config` and builds every component of the run."""
     check_config(config)
     mesh = make_mesh(resolve_mesh_shape(config.mesh.shape, jax.device_count()))
+    if config.model.path:
+        _check_model_dir(config.model.path)
     tokenizer = build_tokenizer(config, run_dir)
     model_config, graphdef, params = build_model(config, len(tokenizer), mesh)
     k = config.rollout.record_top_k
-    if k > model_config.vocab_size:
-        raise ConfigError(f"rollout.record_top_k={k} exceeds the vocabulary "
+    if k >= model_config.vocab_size:
+        raise ConfigError(f"rollout.record_top_k={k} must be below the vocabulary size "
                           f"({model_config.vocab_size} tokens)")
+    if len(tokenizer) > model_config.vocab_size:
+        raise ConfigError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has "
+            f"{model_config.vocab_size}: ids past it would read garbage; use the model's own "
+            "tokenizer (data.tokenizer) or a model with a large enough embedding"
+        )
     d = config.data
     task = TASKS.get(d.task)
     options = parse_options(d.task_options, "data.task_options")

@@ -7,10 +7,13 @@ prompts -> sample G completions -> score (decode + rewards) -> advantages -> log
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -31,8 +34,10 @@ from trlx_jax.trainer.build import (
     logprob_spec,
     update_schedule,
 )
-from trlx_jax.trainer.metrics import MetricsWriter, PhaseTimer, write_summary
+from trlx_jax.trainer.checkpoint import Checkpointer
+from trlx_jax.trainer.metrics import MetricsWriter, PhaseTimer, truncate_rows, write_summary
 from trlx_jax.trainer.plots import plot_run
+from trlx_jax.trainer.run_dir import check_run_dir
 from trlx_jax.trainer.state import TrainState, create_state, make_optimizer
 from trlx_jax.trainer.step import UpdateSchedule, make_rl_train_step, shard_batch
 
@@ -47,6 +52,33 @@ class RunState:
     step_fn: Callable | None = None
     evals: list[tuple[int, dict[str, float]]] = dataclasses.field(default_factory=list)
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _StopFlag:
+    """The name of a stop signal received during the loop (None: none)."""
+
+    signal: str | None = None
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[_StopFlag]:
+    """SIGTERM / SIGINT (preemption, Ctrl-C) set the flag instead of killing the process, so
+    the loop saves a checkpoint and exits cleanly; previous handlers come back afterwards."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        flag.signal = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 class Trainer:
@@ -135,16 +167,13 @@ class Trainer:
     # -- the run --------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        """Warm-up, `train.steps` RL iterations with periodic evaluation, summary and plots."""
+        """Warm-up, `train.steps` RL iterations with periodic evaluation and checkpoints,
+        summary and plots; resumes from the run directory's latest checkpoint if it has one."""
         c = self.config
         start = time.perf_counter()
+        check_run_dir(c)
         if jax.process_index() == 0:
             save_config(c, self.run_dir)
-        writer = MetricsWriter(
-            self.run_dir, tensorboard=c.logging.tensorboard,
-            wandb_project=c.logging.wandb_project if c.logging.wandb else None,
-            wandb_mode=c.logging.wandb_mode, config=c.to_dict(),
-        )
         params, warm = self.warm_up()
         warm_seconds = time.perf_counter() - start
         self.tx, self.schedule = make_optimizer(c.optimizer, c.train.steps * self.updates.updates)
@@ -154,27 +183,92 @@ class Trainer:
         run = RunState(state=state)
         prompts = PromptIterator(self.parts.train_source, self.parts.formatter,
                                  c.data.prompts_per_step, seed=c.seed)
+        checkpointer = Checkpointer(self.run_dir, keep=c.train.keep_checkpoints)
+        first_step = self._restore(run, checkpointer, prompts)
+        writer = MetricsWriter(
+            self.run_dir, tensorboard=c.logging.tensorboard,
+            wandb_project=c.logging.wandb_project if c.logging.wandb else None,
+            wandb_mode=c.logging.wandb_mode, config=c.to_dict(),
+            purge_step=first_step + 1 if first_step else None,
+        )
         eval_prompts = phases.eval_batch(self.parts, c.train.eval_examples)
+        if not first_step:
+            self._record_eval(run, writer, eval_prompts, 0)
+        try:
+            with _stop_signals() as stop:
+                self._loop(run, prompts, eval_prompts, writer, checkpointer, ref_params,
+                           first_step, stop)
+        finally:
+            # Also on an exception (e.g. a reward function failing): pending saves complete,
+            # so the last checkpoint is there for the rerun.
+            checkpointer.close()
+        summary = self._summary(run, warm, warm_seconds, time.perf_counter() - start)
+        summary["resumed_from_step"] = first_step
+        summary["interrupted"] = stop.signal
+        writer.close()
+        if stop.signal is None:
+            write_summary(self.run_dir, summary)
+            summary["plots"] = plot_run(self.run_dir) if jax.process_index() == 0 else []
+        self.state, self.step_fn = run.state, run.step_fn
+        return summary
 
-        self._record_eval(run, writer, eval_prompts, 0)
+    def _loop(self, run: RunState, prompts: PromptIterator, eval_prompts: RLBatch,
+              writer: MetricsWriter, checkpointer: Checkpointer, ref_params: nnx.State | None,
+              first_step: int, stop: _StopFlag) -> None:
+        """RL iterations first_step + 1 .. train.steps; stops early on SIGTERM / SIGINT (after
+        saving) or after train.max_bad_steps consecutive steps with skipped updates."""
+        c = self.config.train
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(1, c.train.steps + 1), desc=f"RL ({c.loss_name})",
-                   disable=not self.progress)
+        bar = tqdm(range(first_step + 1, c.steps + 1), desc=f"RL ({self.config.loss_name})",
+                   disable=not self.progress, initial=first_step, total=c.steps)
+        bad_steps = 0
         for step in bar:
             metrics = self.iteration(run, next(prompts), step, ref_params)
-            if step % c.train.eval_every == 0 or step == c.train.steps:
+            if step % c.eval_every == 0 or step == c.steps:
                 metrics.update(self._record_eval(run, writer, eval_prompts, step))
             run.history.append(metrics)
             writer.write(step, metrics)
             bar.set_postfix(self._postfix(metrics, run), refresh=False)
+            bad_steps = bad_steps + 1 if metrics["skipped_updates"] else 0
+            if bad_steps:
+                logger.warning("step %d: %d update(s) skipped (non-finite loss or gradient)",
+                               step, int(metrics["skipped_updates"]))
+            failed = bad_steps >= c.max_bad_steps
+            if step % c.checkpoint_every == 0 or step == c.steps or stop.signal or failed:
+                checkpointer.save(step, run.state, {"step": step, "iterator": prompts.state()})
+            if failed:
+                raise RuntimeError(
+                    f"stopped at step {step}: {bad_steps} consecutive steps had a non-finite loss "
+                    f"or gradient (their updates were skipped; train.max_bad_steps="
+                    f"{c.max_bad_steps}). The last good state is checkpointed in "
+                    f"{checkpointer.directory}; lower optimizer.lr or check the rewards, then "
+                    "rerun the same command to resume"
+                )
+            if stop.signal:
+                checkpointer.wait()
+                print(f"\n{stop.signal} received: saved a checkpoint at step {step} in "
+                      f"{checkpointer.directory}. Resume with the same command.", flush=True)
+                break
         bar.close()
-        summary = self._summary(run, warm, warm_seconds, time.perf_counter() - start)
-        write_summary(self.run_dir, summary)
-        writer.close()
-        summary["plots"] = plot_run(self.run_dir) if jax.process_index() == 0 else []
-        self.state, self.step_fn = run.state, run.step_fn
-        return summary
+
+    def _restore(self, run: RunState, checkpointer: Checkpointer,
+                 prompts: PromptIterator) -> int:
+        """Restores the latest checkpoint into `run` and `prompts` (metrics files cut back to
+        its step); returns that step, 0 when the run starts from scratch."""
+        restored = checkpointer.restore_latest(run.state, self.state_shardings)
+        if restored is None:
+            truncate_rows(self.run_dir, -1)
+            return 0
+        step, run.state, meta = restored
+        prompts.restore(meta["iterator"])
+        rows = truncate_rows(self.run_dir, step)
+        run.history = [r for r in rows if r["step"] >= 1]
+        run.evals = [(r["step"], {k: v for k, v in r.items() if k.startswith("eval/")})
+                     for r in rows if r.get("eval/accuracy") is not None]
+        logger.warning("resuming from the checkpoint at step %d in %s", step,
+                       checkpointer.directory)
+        return step
 
     def _record_eval(self, run: RunState, writer: MetricsWriter, eval_prompts: RLBatch,
                      step: int) -> dict[str, float]:

@@ -36,6 +36,7 @@ class MetricsWriter:
         wandb_project: str | None = None,
         wandb_mode: str = "online",
         config: Mapping[str, Any] | None = None,
+        purge_step: int | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.active = jax.process_index() == 0
@@ -49,7 +50,8 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(run_dir)
+            # purge_step: a resumed run hides the killed process's events after its checkpoint.
+            self._tb = SummaryWriter(run_dir, purge_step=purge_step)
         if wandb_project:
             try:
                 import wandb
@@ -91,6 +93,27 @@ class MetricsWriter:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def truncate_rows(run_dir: str, last_step: int) -> list[dict[str, Any]]:
+    """Keeps the rows of metrics.jsonl and samples.jsonl with step <= last_step (rewritten
+    atomically, process 0); returns the kept metrics rows. last_step -1 empties both."""
+    kept_metrics: list[dict[str, Any]] = []
+    for name in (METRICS_FILE, SAMPLES_FILE):
+        path = os.path.join(run_dir, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        kept = [r for r in rows if r["step"] <= last_step]
+        if name == METRICS_FILE:
+            kept_metrics = kept
+        if jax.process_index() == 0:
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+            os.replace(tmp, path)
+    return kept_metrics
 
 
 def read_metrics(run_dir: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ compiled once per shape with the state's shardings in and out and the state dona
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -129,8 +130,10 @@ def make_rl_train_step(
     """The jitted `rl_train_step(state, batch) -> (state, metrics)` (batch: the rollout's N rows).
 
     metrics: every loss metric merged over all updates, `loss` and `grad_norm` (means over the
-    updates), `grad_norm_max`, `lr` (of the last update), and `mismatch/abs_log_ratio_mean|max`
-    of the first minibatch, taken before any update: the sampler-vs-trainer log-prob mismatch.
+    updates), `grad_norm_max`, `lr` (of the last update), `skipped_updates` (updates whose loss
+    or gradient was not finite: skipped, the state left as it was), and
+    `mismatch/abs_log_ratio_mean|max` of the first minibatch, taken before any update: the
+    sampler-vs-trainer log-prob mismatch.
     """
     loss_fn = policy_loss(loss_name)
 
@@ -146,9 +149,15 @@ def make_rl_train_step(
         micro = split_microbatches(mb, updates.microbatches)
         grad_sum, loss_sum, denominator, metrics = _accumulate(micro_loss, state.params, micro)
         lr = schedule(state.step)
-        state, grad_norm = _apply(tx, state, grad_sum, denominator)
+        updated, grad_norm = _apply(tx, state, grad_sum, denominator)
         loss = jnp.where(denominator > 0, loss_sum / jnp.maximum(denominator, 1e-30), 0.0)
-        return state, (metrics, loss, grad_norm, lr)
+        # A non-finite loss or gradient skips the update: the state stays as it was.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+        state = state.replace(params=keep(updated.params, state.params),
+                              opt_state=keep(updated.opt_state, state.opt_state),
+                              step=keep(updated.step, state.step))
+        return state, (metrics, loss, grad_norm, lr, ~finite)
 
     def rl_train_step(state: TrainState, batch: TrainBatch):
         key, shuffle_key = jax.random.split(state.key)
@@ -159,7 +168,7 @@ def make_rl_train_step(
                                        updates.minibatches)
             state, out = jax.lax.scan(minibatch_update, state, mbs)
             per_epoch.append(out)
-        metrics, losses, grad_norms, lrs = jax.tree.map(
+        metrics, losses, grad_norms, lrs, skipped = jax.tree.map(
             lambda *xs: jnp.concatenate(xs), *per_epoch
         )
         first = {k: jax.tree.map(lambda x: x[0], m) for k, m in metrics.items()}
@@ -169,6 +178,7 @@ def make_rl_train_step(
             grad_norm=grad_norms.mean(),
             grad_norm_max=grad_norms.max(),
             lr=lrs[-1],
+            skipped_updates=skipped.sum().astype(jnp.float32),
         )
         values["mismatch/abs_log_ratio_mean"] = first["abs_log_ratio_mean"].value()
         values["mismatch/abs_log_ratio_max"] = first["abs_log_ratio_max"].value()
