@@ -46,10 +46,11 @@ def _key_exists(config: ml_collections.ConfigDict, dotted: str) -> bool:
 def unknown_key_message(config: ml_collections.ConfigDict, dotted: str) -> str:
     """A message naming the unknown key `dotted` and the closest valid keys of `config`."""
     keys = list(flat_keys(config))
-    close = difflib.get_close_matches(dotted, keys, n=3, cutoff=0.5)
-    if not close:
-        leaf = dotted.rsplit(".", 1)[-1]
-        close = [k for k in keys if k.rsplit(".", 1)[-1] == leaf][:3]
+    leaf = dotted.rsplit(".", 1)[-1]
+    # Keys with the same last part first (`lr` -> optimizer.lr, sft.lr), then spelling matches.
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    close = list(dict.fromkeys(same_leaf + difflib.get_close_matches(dotted, keys, n=3,
+                                                                     cutoff=0.5)))[:4]
     hint = f" Closest valid keys: {', '.join(close)}." if close else ""
     return f"unknown config key {dotted!r}.{hint} Run with --help_config to list all keys."
 

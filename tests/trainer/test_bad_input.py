@@ -73,7 +73,8 @@ def _char_tokenizer(tmp_path):
 def test_a_dataset_smaller_than_one_batch(tmp_path):
     config = run_config(tmp_path, **{"data.task_options": "num_train=3,num_test=40",
                                      "sft.steps": 0})
-    with pytest.raises(ValueError, match="3 examples are fewer than one global batch of 4"):
+    with pytest.raises(ValueError, match="3 examples are fewer than one global batch of 4; use a "
+                                         "smaller batch"):
         Trainer(config).run()
 
 

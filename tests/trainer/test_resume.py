@@ -241,3 +241,11 @@ def test_non_finite_updates_are_skipped_then_the_run_stops(tmp_path, monkeypatch
     warm, _ = trainer.warm_up()
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(warm), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_checkpoint_of_another_model_shape_is_refused(reference):
+    tmp, _ = reference
+    other = Trainer(resume_config(tmp, "other_shape", **{"model.hidden_size": 16,
+                                                          "model.intermediate_size": 32}))
+    with pytest.raises(ValueError, match="another shape than this config's model"):
+        Checkpointer(str(tmp / "reference"), keep=2).restore_latest(*_fresh_state(other))

@@ -57,7 +57,9 @@ class IndexSampler:
             self.steps_per_epoch = -(-num_examples // global_batch_size)
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"{num_examples} examples are fewer than one global batch of {global_batch_size}"
+                f"{num_examples} examples are fewer than one global batch of "
+                f"{global_batch_size}; use a smaller batch (e.g. data.prompts_per_step or "
+                "sft.batch_size) or a larger split"
             )
         self.epoch = 0
         self.step = 0
