@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if summary["interrupted"]:
         return 0  # the loop printed where the checkpoint is and how to resume
+    if summary["resumed_from_step"] == config.train.steps:
+        print(f"{config.run_dir} already holds the complete run ({config.train.steps} steps); "
+              "its results (wall times are this invocation's):")
     print(format_summary(summary, config.run_dir))
     return 0
 
