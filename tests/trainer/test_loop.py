@@ -23,6 +23,8 @@ def test_few_step_run_for_every_loss(tmp_path, loss_name):
     changes = {}
     if loss_name == "troll":  # the KL-to-reference term and a cosine schedule, once
         changes = {"loss.kl_coef": 0.05, "optimizer.schedule": "cosine"}
+    if loss_name == "troll_gspo":  # the old policy recomputed before the update, once
+        changes = {"loss.troll_old_source": "recompute"}
     config = run_config(tmp_path, loss_name, **changes)
     trainer = Trainer(config)
     start = jax.device_get(trainer.parts.params)
