@@ -11,21 +11,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from trlx_jax.config import ConfigError, flat_keys, load_config
+from trlx_jax.cli.config import config_parser, resolve_config, split_overrides
+from trlx_jax.config import ConfigError
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     """Splits argv into this command's options and the `--config.KEY=VALUE` overrides."""
-    parser = argparse.ArgumentParser(
-        prog="python -m trlx_jax.cli.train",
-        description="Run an RL experiment (warm-up + RL) from a config file.",
-        epilog="Overrides: --config.SECTION.KEY=VALUE (repeatable); unknown keys are errors.",
-    )
-    parser.add_argument("--config", required=True, help="config file, optionally path.py:arg")
-    parser.add_argument("--help_config", action="store_true", help="list every config key")
-    overrides = [a for a in argv if a.startswith("--config.")]
-    rest = [a for a in argv if not a.startswith("--config.")]
-    return parser.parse_args(rest), overrides
+    parser = config_parser("python -m trlx_jax.cli.train",
+                           "Run an RL experiment (warm-up + RL) from a config file.")
+    return split_overrides(parser, argv)
 
 
 def _quiet_dataset_preparation() -> None:
@@ -41,14 +35,9 @@ def _quiet_dataset_preparation() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for a bad config or override)."""
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        config = load_config(args.config, overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.help_config:
-        print("\n".join(flat_keys(config)))
-        return 0
+    config = resolve_config(args, overrides)
+    if isinstance(config, int):
+        return config
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_dataset_preparation()
     from trlx_jax.trainer.loop import Trainer, format_summary

@@ -113,6 +113,17 @@ def _apply(
     return new, optax.tree.norm(grads)
 
 
+def _jit_step(fn: Callable, mesh: Mesh, state_shardings: TrainState, batch_example: Any) -> StepFn:
+    """`fn(state, batch)` compiled with the state's shardings in and out, rows of the batch over
+    the data axes, replicated metrics, and the state donated."""
+    return jax.jit(
+        fn,
+        in_shardings=(state_shardings, batch_shardings(batch_example, mesh)),
+        out_shardings=(state_shardings, replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
 def make_rl_train_step(
     *,
     graphdef: nnx.GraphDef,
@@ -184,13 +195,7 @@ def make_rl_train_step(
         values["mismatch/abs_log_ratio_max"] = first["abs_log_ratio_max"].value()
         return state, values
 
-    rep = replicated(mesh)
-    return jax.jit(
-        rl_train_step,
-        in_shardings=(state_shardings, batch_shardings(batch_example, mesh)),
-        out_shardings=(state_shardings, rep),
-        donate_argnums=0,
-    )
+    return _jit_step(rl_train_step, mesh, state_shardings, batch_example)
 
 
 def make_sft_train_step(
@@ -221,10 +226,4 @@ def make_sft_train_step(
         return state, {"loss": loss_sum / jnp.maximum(denominator, 1.0), "grad_norm": grad_norm,
                        "lr": lr, "tokens": denominator}
 
-    rep = replicated(mesh)
-    return jax.jit(
-        sft_train_step,
-        in_shardings=(state_shardings, batch_shardings(batch_example, mesh)),
-        out_shardings=(state_shardings, rep),
-        donate_argnums=0,
-    )
+    return _jit_step(sft_train_step, mesh, state_shardings, batch_example)
