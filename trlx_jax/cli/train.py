@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from trlx_jax.cli.config import config_parser, resolve_config, split_overrides
 from trlx_jax.config import ConfigError
+from trlx_jax.distributed import DistributedError
+from trlx_jax.distributed import initialize as initialize_distributed
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -39,6 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(config, int):
         return config
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Before anything touches a device: a multi-process run joins its peers here.
+    try:
+        layout = initialize_distributed()
+    except DistributedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if layout is not None:
+        print(f"distributed: {layout.describe()}", flush=True)
     _quiet_dataset_preparation()
     from trlx_jax.trainer.loop import Trainer, format_summary
 
