@@ -19,8 +19,22 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from trlx_jax.checks import (
+    ArgumentError,
+    Domain,
+    check_integer,
+    check_rank,
+    check_shape,
+    check_value,
+    concrete,
+    dtype_of,
+)
 from trlx_jax.objectives import ADVANTAGE_ESTIMATORS
+
+_EPS = Domain(0, finite=True)
+_GROUP_SIZE = Domain(1, integer=True)
 
 
 class _GroupStats(NamedTuple):
@@ -33,8 +47,20 @@ class _GroupStats(NamedTuple):
     constant: jax.Array  # bool: every reward of the group is equal
 
 
-def _float(rewards: jax.Array) -> jax.Array:
-    """Rewards as a float array of at least float32 precision."""
+def _float(rewards: jax.Array, eps: float) -> jax.Array:
+    """Checked [N] rewards as a float array of at least float32 precision."""
+    check_rank("rewards", rewards, 1, "[N] (one reward per completion)")
+    dtype = dtype_of(rewards)
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.number):
+        raise ArgumentError(f"rewards must be numbers, got dtype {dtype}")
+    values = concrete(rewards)
+    if values is not None and not np.isfinite(values).all():
+        i = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise ArgumentError(
+            f"rewards hold the non-finite value {values[i]} at index {i}: advantages would be "
+            "NaN for the whole group; make the reward function return finite floats"
+        )
+    check_value("eps", eps, _EPS)
     rewards = jnp.asarray(rewards)
     return rewards.astype(jnp.promote_types(rewards.dtype, jnp.float32))
 
@@ -42,11 +68,15 @@ def _float(rewards: jax.Array) -> jax.Array:
 def _segments(n: int, group_size: int | None, group_ids: jax.Array | None) -> jax.Array:
     """[N] dense segment index in [0, N) from a fixed group size or arbitrary group ids."""
     if (group_size is None) == (group_ids is None):
-        raise ValueError("give exactly one of group_size and group_ids")
+        raise ArgumentError("give exactly one of group_size and group_ids")
     if group_size is not None:
-        if group_size < 1 or n % group_size:
-            raise ValueError(f"group_size {group_size} must be >= 1 and divide N = {n}")
+        check_value("group_size", group_size, _GROUP_SIZE)
+        if n % group_size:
+            raise ArgumentError(f"group_size={group_size} must divide N = {n} rewards (rewards "
+                                "are laid out group after group); or pass group_ids [N]")
         return jnp.arange(n) // group_size
+    check_shape("group_ids", group_ids, (n,), "[N]", "as rewards (one group id per completion)")
+    check_integer("group_ids", group_ids, what="group ids")
     _, inverse = jnp.unique(jnp.asarray(group_ids), return_inverse=True, size=n)
     return inverse.reshape(n)
 
@@ -91,7 +121,7 @@ def grpo(
     eps: float = 1e-6,
 ) -> jax.Array:
     """[N] rewards -> [N] (r - group mean) / (group std + eps) (GRPO)."""
-    rewards = _float(rewards)
+    rewards = _float(rewards, eps)
     g = _group_stats(rewards, group_size, group_ids)
     return jnp.where(g.constant, 0.0, (rewards - g.mean) / (g.std + eps))
 
@@ -105,7 +135,7 @@ def drgrpo(
     eps: float = 1e-6,
 ) -> jax.Array:
     """[N] rewards -> [N] r - group mean (Dr. GRPO: no std division; `eps` unused)."""
-    rewards = _float(rewards)
+    rewards = _float(rewards, eps)
     g = _group_stats(rewards, group_size, group_ids)
     return jnp.where(g.constant, 0.0, rewards - g.mean)
 
@@ -119,7 +149,7 @@ def rloo(
     eps: float = 1e-6,
 ) -> jax.Array:
     """[N] rewards -> [N] r - mean of the OTHER rewards of the group (RLOO; `eps` unused)."""
-    rewards = _float(rewards)
+    rewards = _float(rewards, eps)
     g = _group_stats(rewards, group_size, group_ids)
     others = (g.total - rewards) / jnp.maximum(g.count - 1, 1)
     return jnp.where(g.constant, 0.0, rewards - others)
@@ -134,7 +164,7 @@ def reinforce_pp(
     eps: float = 1e-6,
 ) -> jax.Array:
     """[N] rewards -> [N] rewards normalized over the whole batch (REINFORCE++; no groups)."""
-    return _batch_normalize(_float(rewards), eps)
+    return _batch_normalize(_float(rewards, eps), eps)
 
 
 @ADVANTAGE_ESTIMATORS.register("reinforce_pp_baseline")
@@ -149,7 +179,7 @@ def reinforce_pp_baseline(
 
     Constant groups stay exactly 0 after the batch normalization.
     """
-    rewards = _float(rewards)
+    rewards = _float(rewards, eps)
     g = _group_stats(rewards, group_size, group_ids)
     centered = jnp.where(g.constant, 0.0, rewards - g.mean)
     return jnp.where(g.constant, 0.0, _batch_normalize(centered, eps))

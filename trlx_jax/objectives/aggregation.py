@@ -18,6 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from trlx_jax.checks import Domain, check_rank, check_shape, check_value
+
 MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
@@ -27,6 +29,9 @@ def aggregate(
     """[B, T] terms and [B, T] response mask -> (loss_sum, denominator) scalars (>= float32)."""
     if mode not in MODES:
         raise ValueError(f"unknown aggregation mode {mode!r}; valid modes: {', '.join(MODES)}")
+    shape = check_rank("per_token", per_token, 2, "[B, T]")
+    check_shape("mask", mask, shape, "[B, T]", "as per_token")
+    check_value("norm_length", norm_length, Domain(0, integer=True))
     valid = mask.astype(bool)
     # `where`, not a product: padding positions may hold inf/NaN and must not leak into the sum.
     dtype = jnp.promote_types(per_token.dtype, jnp.float32)

@@ -1,17 +1,69 @@
-"""Pieces shared by the policy losses: capped log-ratio, KL to the reference, the final reduce."""
+"""Pieces shared by the policy losses: input checks, capped log-ratio, KL to the reference, the
+final reduce."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from trlx_jax.checks import (
+    Domain,
+    MissingKeyError,
+    check_floating,
+    check_ids,
+    check_rank,
+    check_shape,
+    check_value,
+    require_keys,
+)
 from trlx_jax.objectives.aggregation import aggregate
+from trlx_jax.objectives.config import KL_ESTIMATORS, check_loss_config
 from trlx_jax.objectives.metrics import Metric
 
-KL_ESTIMATORS = ("k1", "k3")
+BASE_KEYS = ("logp", "old_logp", "advantages", "response_mask")
+# Top-K id arrays [B, T, K] and the per-slot arrays that must share their K.
+_TOPK_GROUPS = (("old_topk_ids", ("old_topk_logp", "logp_at_old_topk")),
+                ("topk_ids", ("topk_logp",)))
+
+
+def check_loss_inputs(
+    owner: str, batch: Mapping[str, jax.Array], cfg: ml_collections.ConfigDict,
+    keys: Sequence[str] = (),
+) -> None:
+    """Host-side checks of a loss call: settings in their domains, `BASE_KEYS` + `keys` (and
+    `ref_logp` when kl_coef != 0) present, [B, T] / [B, T, K] shapes consistent, ids integer
+    and (when concrete) in [0, vocab_size) on response tokens. Shapes only under jit."""
+    check_loss_config(cfg)
+    require_keys(batch, BASE_KEYS + tuple(keys), f"the {owner} loss")
+    if cfg.kl_coef and "ref_logp" not in batch:
+        raise MissingKeyError(f"kl_coef={cfg.kl_coef} needs 'ref_logp' [B, T] (the reference "
+                              "policy's log-probs) in the loss batch; add it or set kl_coef=0")
+    b, t = check_rank("logp", batch["logp"], 2, "[B, T]")
+    check_floating("logp", batch["logp"])
+    for key in ("old_logp", "response_mask", "entropy", "ref_logp", "sampled_ids"):
+        if key in batch:
+            check_shape(key, batch[key], (b, t), "[B, T]", "as logp")
+    adv_rank = len(check_rank("advantages", batch["advantages"], (1, 2), "[B] or [B, T]"))
+    check_shape("advantages", batch["advantages"], (b, t)[:adv_rank],
+                "[B]" if adv_rank == 1 else "[B, T]", "as logp")
+    vocab = batch.get("vocab_size")
+    if vocab is not None:
+        check_rank("vocab_size", vocab, 0, "a scalar (the vocabulary size V)")
+        check_value("vocab_size", vocab, Domain(1, integer=True))
+    mask = batch["response_mask"]
+    if "sampled_ids" in batch:
+        check_ids("sampled_ids", batch["sampled_ids"], vocab, where=mask, vocab_from="vocab_size")
+    for ids_key, slot_keys in _TOPK_GROUPS:
+        if ids_key not in batch:
+            continue
+        *_, k = check_shape(ids_key, batch[ids_key], (b, t, None), "[B, T, K]", "as logp")
+        check_ids(ids_key, batch[ids_key], vocab, where=mask[..., None], vocab_from="vocab_size")
+        for key in slot_keys:
+            if key in batch:
+                check_shape(key, batch[key], (b, t, k), "[B, T, K]", f"as {ids_key}")
 
 
 def capped_log_ratio(logp: jax.Array, old_logp: jax.Array, cap: float) -> jax.Array:
@@ -38,11 +90,10 @@ def reduce(
 ) -> tuple[jax.Array, jax.Array, dict[str, Metric]]:
     """[B, T] policy terms -> (loss_sum, denominator, metrics), adding cfg.kl_coef * KL to ref.
 
-    The KL term needs `ref_logp` in the batch only when `cfg.kl_coef` is non-zero.
+    The KL term needs `ref_logp` in the batch only when `cfg.kl_coef` is non-zero (checked by
+    `check_loss_inputs`).
     """
     if cfg.kl_coef:
-        if "ref_logp" not in batch:
-            raise KeyError("kl_coef != 0 needs 'ref_logp' [B, T] in the loss batch")
         kl = reference_kl(batch["logp"], batch["ref_logp"], cfg.kl_estimator, cfg.log_ratio_cap)
         per_token = per_token + cfg.kl_coef * kl
         valid = batch["response_mask"].astype(bool)

@@ -1,9 +1,19 @@
-"""Default hyper-parameters of every policy loss, in one locked ConfigDict (`config.loss`)."""
+"""Default hyper-parameters of every policy loss, in one locked ConfigDict (`config.loss`), and
+the domain of each: the losses and the trainer's config validation check against `DOMAINS`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
+
+from trlx_jax.checks import Choice, Domain, check_table
+from trlx_jax.objectives.aggregation import MODES
+
+KL_ESTIMATORS = ("k1", "k3")
+OLD_SOURCES = ("rollout", "recompute")
 
 
 def get_default_config() -> ml_collections.ConfigDict:
@@ -45,3 +55,33 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.gspo_log_ratio_cap = 10.0
     c.lock()
     return c
+
+
+DOMAINS: dict[str, Domain | Choice] = {
+    "aggregation": Choice(MODES),
+    "norm_length": Domain(0, integer=True, note="(0: the padded length T)"),
+    "log_ratio_cap": Domain(0, low_open=True, finite=True),
+    "eps_low": Domain(0, 1, high_open=True),
+    "eps_high": Domain(0),
+    "dual_clip_c": Domain(1, low_open=True, note="(inf = off)"),
+    "gspo_eps_low": Domain(0, 1, high_open=True),
+    "gspo_eps_high": Domain(0),
+    "is_cap": Domain(0, low_open=True, note="(inf = no cap)"),
+    "delta_low": Domain(0, low_open=True, none_ok="the paper value of the variant"),
+    "delta_high": Domain(0, low_open=True, none_ok="the paper value of the variant"),
+    "kl_coef": Domain(0, finite=True, note="(0 = off)"),
+    "kl_estimator": Choice(KL_ESTIMATORS),
+    "troll_eps": Domain(0, low_open=True, finite=True),
+    "troll_alpha": Domain(0, finite=True),
+    "troll_k": Domain(1, integer=True),
+    "troll_delta": Domain(0, 1, high_open=True),
+    "troll_old_source": Choice(OLD_SOURCES),
+    # An upper bound on the sequence log-ratio: any finite value is well defined (tests force
+    # the cap with a negative one).
+    "gspo_log_ratio_cap": Domain(finite=True),
+}
+
+
+def check_loss_config(cfg: Mapping[str, Any], prefix: str = "") -> None:
+    """Raises ArgumentError naming the first setting of `cfg` outside its domain in `DOMAINS`."""
+    check_table(cfg, DOMAINS, prefix)

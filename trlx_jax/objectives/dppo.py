@@ -10,7 +10,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from trlx_jax.checks import (
+    Domain,
+    check_integer,
+    check_min_rank,
+    check_rank,
+    check_shape,
+    check_value,
+    shape_of,
+)
+
 REST_FLOOR = 1e-12
+_DELTA = Domain(0)
+
+
+def _same_shape(names: tuple[str, ...], arrays: tuple, layout: str) -> tuple[int, ...]:
+    """Raises unless all arrays have the shape of the first; returns it."""
+    shape = shape_of(arrays[0])
+    for name, x in zip(names[1:], arrays[1:], strict=True):
+        check_shape(name, x, shape, layout, f"as {names[0]}")
+    return shape
 
 
 def _log1mexp(x: jax.Array) -> jax.Array:
@@ -26,11 +45,13 @@ def _xlogy_ratio(p: jax.Array, logp: jax.Array, logq: jax.Array) -> jax.Array:
 
 def binary_tv(logp: jax.Array, logmu: jax.Array) -> jax.Array:
     """[...] log pi(a_t), [...] log mu(a_t) -> [...] |mu(a_t) - pi(a_t)| (two-outcome TV)."""
+    _same_shape(("logp", "logmu"), (logp, logmu), "[...]")
     return jnp.abs(jnp.exp(logmu) - jnp.exp(logp))
 
 
 def binary_kl(logp: jax.Array, logmu: jax.Array) -> jax.Array:
     """[...] log pi(a_t), [...] log mu(a_t) -> [...] KL(mu || pi) over {a_t, not a_t}, nats."""
+    _same_shape(("logp", "logmu"), (logp, logmu), "[...]")
     mu = jnp.exp(logmu)
     hit = _xlogy_ratio(mu, logmu, logp)
     miss = _xlogy_ratio(-jnp.expm1(logmu), _log1mexp(logmu), _log1mexp(logp))
@@ -49,6 +70,8 @@ def topk_tv(logq_k: jax.Array, logmu_k: jax.Array) -> jax.Array:
     The slots are the ones `topk_slots` builds; each policy's rest = max(1 - sum(slots), 1e-12)
     is computed here.
     """
+    check_min_rank("logq_k", logq_k, 1, "[..., K]")
+    _same_shape(("logq_k", "logmu_k"), (logq_k, logmu_k), "[..., K]")
     q, rest_q = _rest(logq_k)
     mu, rest_mu = _rest(logmu_k)
     return 0.5 * (jnp.abs(mu - q).sum(axis=-1) + jnp.abs(rest_mu - rest_q))
@@ -59,6 +82,8 @@ def topk_kl(logq_k: jax.Array, logmu_k: jax.Array) -> jax.Array:
 
     Rest masses as in `topk_tv`; slots with mu = 0 contribute 0 (no 0 * -inf).
     """
+    check_min_rank("logq_k", logq_k, 1, "[..., K]")
+    _same_shape(("logq_k", "logmu_k"), (logq_k, logmu_k), "[..., K]")
     q, rest_q = _rest(logq_k)
     mu, rest_mu = _rest(logmu_k)
     slots = _xlogy_ratio(mu, logmu_k, logq_k).sum(axis=-1)
@@ -79,6 +104,13 @@ def topk_slots(
     A sampled token outside the rollout top-K overwrites the K-th (lowest-ranked) slot, the
     rule of the authors' code that produced the paper's numbers.
     """
+    shape = check_min_rank("old_topk_ids", old_topk_ids, 1, "[..., K]")
+    check_integer("old_topk_ids", old_topk_ids)
+    check_integer("sampled_ids", sampled_ids)
+    _same_shape(("old_topk_ids", "old_topk_logp", "logp_at_old_topk"),
+                (old_topk_ids, old_topk_logp, logp_at_old_topk), "[..., K]")
+    for name, x in (("sampled_ids", sampled_ids), ("logp", logp), ("logmu", logmu)):
+        check_shape(name, x, shape[:-1], "[...]", "as old_topk_ids [..., K] without K")
     k = old_topk_ids.shape[-1]
     in_topk = jnp.any(old_topk_ids == sampled_ids[..., None], axis=-1)
     overwrite = ~in_topk[..., None] & (jnp.arange(k) == k - 1)
@@ -107,6 +139,12 @@ def mask(
     0 where (A > 0, pi > mu, D > delta_high) or (A <= 0, pi < mu, D > delta_low), and on
     padding; 1 elsewhere. Comparisons are strict; the direction uses the sampled token.
     """
+    shape = _same_shape(("divergence", "logp", "logmu", "response_mask"),
+                        (divergence, logp, logmu, response_mask), "[B, T]")
+    rank = len(check_rank("advantages", advantages, range(1, len(shape) + 1), "[B] or [B, T]"))
+    check_shape("advantages", advantages, shape[:rank], "[B] or [B, T]", "as logp")
+    check_value("delta_low", delta_low, _DELTA)
+    check_value("delta_high", delta_high, _DELTA)
     d = jax.lax.stop_gradient(divergence)
     logp = jax.lax.stop_gradient(logp)
     logmu = jax.lax.stop_gradient(logmu)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from trlx_jax.objectives import POLICY_LOSSES, dppo
-from trlx_jax.objectives.common import capped_log_ratio, reduce
+from trlx_jax.objectives.common import capped_log_ratio, check_loss_inputs, reduce
 from trlx_jax.objectives.metrics import Metric, policy_metrics
 
 Batch = Mapping[str, jax.Array]
@@ -41,8 +41,7 @@ def _clipped_surrogate(
 @POLICY_LOSSES.register("clip")
 def clip_loss(batch: Batch, cfg: ml_collections.ConfigDict) -> LossOutput:
     """PPO/GRPO clipped surrogate with clip-higher (eps_low, eps_high) and dual clip c."""
-    if not cfg.dual_clip_c > 1:
-        raise ValueError(f"dual_clip_c must be > 1 (inf = off), got {cfg.dual_clip_c}")
+    check_loss_inputs("clip", batch, cfg)
     logp, old_logp, mask = batch["logp"], batch["old_logp"], batch["response_mask"]
     adv = _advantages(batch)
     log_ratio = capped_log_ratio(logp, old_logp, cfg.log_ratio_cap)
@@ -74,6 +73,7 @@ def gspo_loss(batch: Batch, cfg: ml_collections.ConfigDict) -> LossOutput:
     gradient s * dlog pi_t. With `seq-mean-token-mean` aggregation and sequence-level advantages
     this is exactly GSPO's sequence objective.
     """
+    check_loss_inputs("gspo", batch, cfg)
     logp, old_logp, mask = batch["logp"], batch["old_logp"], batch["response_mask"]
     adv = _advantages(batch)
     valid = mask.astype(bool)
@@ -129,6 +129,7 @@ def _truncated_is_loss(
 @POLICY_LOSSES.register("cispo")
 def cispo_loss(batch: Batch, cfg: ml_collections.ConfigDict) -> LossOutput:
     """CISPO: -A * sg(min(r, C)) * log pi on every response token (no mask), C = cfg.is_cap."""
+    check_loss_inputs("cispo", batch, cfg)
     keep = batch["response_mask"].astype(batch["logp"].dtype)
     return _truncated_is_loss(batch, cfg, keep, divergence=None)
 
@@ -159,10 +160,13 @@ def _topk_divergence(fn: Callable[[jax.Array, jax.Array], jax.Array]):
     return divergence
 
 
-def _register_dppo(name: str, family: str, divergence_of: Callable[[Batch], jax.Array]) -> None:
+def _register_dppo(
+    name: str, family: str, divergence_of: Callable[[Batch], jax.Array], keys: tuple[str, ...]
+) -> None:
     """Registers dppo_<name>: the truncated-IS loss under the DPPO mask of one divergence."""
 
     def loss(batch: Batch, cfg: ml_collections.ConfigDict) -> LossOutput:
+        check_loss_inputs(f"dppo_{name}", batch, cfg, keys)
         default = DPPO_DEFAULT_DELTA[family]
         delta_low = default if cfg.delta_low is None else cfg.delta_low
         delta_high = default if cfg.delta_high is None else cfg.delta_high
@@ -184,7 +188,8 @@ def _register_dppo(name: str, family: str, divergence_of: Callable[[Batch], jax.
     POLICY_LOSSES.register(f"dppo_{name}")(loss)
 
 
-_register_dppo("binary_tv", "tv", _binary_divergence(dppo.binary_tv))
-_register_dppo("binary_kl", "kl", _binary_divergence(dppo.binary_kl))
-_register_dppo("topk_tv", "tv", _topk_divergence(dppo.topk_tv))
-_register_dppo("topk_kl", "kl", _topk_divergence(dppo.topk_kl))
+_TOPK_KEYS = ("old_topk_ids", "old_topk_logp", "logp_at_old_topk", "sampled_ids")
+_register_dppo("binary_tv", "tv", _binary_divergence(dppo.binary_tv), ())
+_register_dppo("binary_kl", "kl", _binary_divergence(dppo.binary_kl), ())
+_register_dppo("topk_tv", "tv", _topk_divergence(dppo.topk_tv), _TOPK_KEYS)
+_register_dppo("topk_kl", "kl", _topk_divergence(dppo.topk_kl), _TOPK_KEYS)

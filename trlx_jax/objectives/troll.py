@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from trlx_jax.objectives import POLICY_LOSSES
-from trlx_jax.objectives.common import capped_log_ratio, reduce
+from trlx_jax.objectives.common import capped_log_ratio, check_loss_inputs, reduce
 from trlx_jax.objectives.dppo import broadcast_advantages
 from trlx_jax.objectives.metrics import Metric, policy_metrics
 from trlx_jax.ops.projection import kl_projection
@@ -36,31 +36,11 @@ from trlx_jax.ops.sparse_support import sparse_support
 
 Batch = Mapping[str, jax.Array]
 LossOutput = tuple[jax.Array, jax.Array, dict[str, Metric]]
-OLD_SOURCES = ("rollout", "recompute")
-
-
-def _check(cfg: ml_collections.ConfigDict) -> None:
-    """Raises ValueError on TROLL settings outside their domain."""
-    if not cfg.troll_eps > 0:
-        raise ValueError(f"troll_eps must be > 0, got {cfg.troll_eps}")
-    if not cfg.troll_alpha >= 0:
-        raise ValueError(f"troll_alpha must be >= 0, got {cfg.troll_alpha}")
-    if not cfg.troll_k >= 1:
-        raise ValueError(f"troll_k must be >= 1, got {cfg.troll_k}")
-    if not 0 <= cfg.troll_delta < 1:
-        raise ValueError(f"troll_delta must be in [0, 1), got {cfg.troll_delta}")
-    if cfg.troll_old_source not in OLD_SOURCES:
-        raise ValueError(
-            f"troll_old_source must be one of {', '.join(OLD_SOURCES)}, "
-            f"got {cfg.troll_old_source!r}"
-        )
-
-
+_KEYS = ("sampled_ids", "topk_ids", "topk_logp", "old_topk_ids", "old_topk_logp", "vocab_size")
 def _troll(batch: Batch, cfg: ml_collections.ConfigDict, sequence_ratio: bool) -> LossOutput:
     """Shared body of `troll` and `troll_gspo`."""
-    _check(cfg)
-    if "vocab_size" not in batch:
-        raise KeyError("the troll losses need 'vocab_size' (a scalar) in the loss batch")
+    keys = _KEYS + (("logp_at_old_topk",) if cfg.troll_new_logp_on_union else ())
+    check_loss_inputs("troll_gspo" if sequence_ratio else "troll", batch, cfg, keys)
     mask = batch["response_mask"].astype(bool)
     sg = jax.lax.stop_gradient
 
