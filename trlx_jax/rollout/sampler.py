@@ -95,6 +95,7 @@ class _Static:
     gen_buffer: int
     stop_ids: tuple[int, ...]
     pad_id: int
+    num_samples: int
 
 
 def _lm_logits(
@@ -126,12 +127,14 @@ def _generate(
     key: jax.Array,
     max_new_tokens: jax.Array,
 ) -> tuple[jax.Array, ...]:
-    """The compiled prefill + decode loop; returns the per-token buffers of length gen_buffer."""
+    """The compiled prefill + decode loop over bucket-padded prompts [B, P], repeated
+    num_samples times inside (so global arrays of several processes need no host copy);
+    returns the per-token buffers of length gen_buffer and the repeated prompts."""
     graphdef, sampling, config = static.graphdef, static.sampling, static.config
+    tokens = constrain(jnp.repeat(tokens, static.num_samples, axis=0), ("batch", "seq"))
+    mask = constrain(jnp.repeat(mask, static.num_samples, axis=0), ("batch", "seq"))
     n, p = tokens.shape
     length = static.gen_buffer
-    tokens = constrain(tokens, ("batch", "seq"))
-    mask = constrain(mask, ("batch", "seq"))
     cache = init_cache(config, n, p + length)
     # The prompt fills slots [0, p): prefill attends to those only.
     hidden, cache = forward(graphdef, state, tokens, positions_from_mask(mask), mask, cache,
@@ -186,7 +189,33 @@ def _generate(
             segment_cond(end), functools.partial(body, window=p + end), carry
         )
     _, _, _, _, lengths, stopped, buffers = carry
-    return (lengths, stopped, *buffers)
+    return (lengths, stopped, *buffers, tokens, mask)
+
+
+@jax.jit
+def _prompt_flags(tokens: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(every row has a real token, every row is left-padded) of a global prompt batch."""
+    return mask.any(axis=1).all(), ~(mask[:, :-1] & ~mask[:, 1:]).any()
+
+
+def _check_prompts(tokens: jax.Array | np.ndarray, mask: jax.Array | np.ndarray) -> None:
+    """Shape and padding checks on the host (on device for arrays spanning processes)."""
+    if tokens.ndim != 2 or tokens.shape != mask.shape:
+        raise ValueError(
+            f"prompt_tokens {tokens.shape} and prompt_mask {mask.shape} must both "
+            "be [batch, prompt_len]"
+        )
+    if isinstance(mask, jax.Array) and not mask.is_fully_addressable:
+        has_token, left_padded = (bool(f) for f in _prompt_flags(tokens, mask))
+    else:
+        mask = np.asarray(mask, bool)
+        has_token = bool(mask.any(axis=1).all())
+        left_padded = not (mask[:, :-1] & ~mask[:, 1:]).any()
+    if not has_token:
+        raise ValueError("every prompt needs at least one real token (a row of prompt_mask is "
+                         "all False)")
+    if not left_padded:
+        raise ValueError("prompts must be LEFT-padded: a real token is followed by padding")
 
 
 def generate(
@@ -214,30 +243,22 @@ def generate(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     graphdef, state = nnx.split(model) if isinstance(model, nnx.Module) else model
     config = nnx.merge(graphdef, state).config
-    prompt_tokens = np.asarray(prompt_tokens, np.int32)
-    prompt_mask = np.asarray(prompt_mask, bool)
-    if prompt_tokens.ndim != 2 or prompt_tokens.shape != prompt_mask.shape:
-        raise ValueError(
-            f"prompt_tokens {prompt_tokens.shape} and prompt_mask {prompt_mask.shape} must both "
-            "be [batch, prompt_len]"
-        )
-    if not prompt_mask.any(axis=1).all():
-        raise ValueError("every prompt needs at least one real token (a row of prompt_mask is "
-                         "all False)")
-    if (prompt_mask[:, :-1] & ~prompt_mask[:, 1:]).any():
-        raise ValueError("prompts must be LEFT-padded: a real token is followed by padding")
+    # Arrays spanning several processes stay on device (padded there); the rest pad on host.
+    xp = jnp
+    if not isinstance(prompt_tokens, jax.Array) or prompt_tokens.is_fully_addressable:
+        prompt_tokens = np.asarray(prompt_tokens, np.int32)
+        prompt_mask = np.asarray(prompt_mask, bool)
+        xp = np
+    _check_prompts(prompt_tokens, prompt_mask)
     b, p = prompt_tokens.shape
     pad = bucket_length(p) - p
-    tokens = np.pad(prompt_tokens, ((0, 0), (pad, 0)), constant_values=pad_id)
-    mask = np.pad(prompt_mask, ((0, 0), (pad, 0)))
-    tokens = np.repeat(tokens, num_samples, axis=0)
-    mask = np.repeat(mask, num_samples, axis=0)
-
+    tokens = xp.pad(prompt_tokens, ((0, 0), (pad, 0)), constant_values=pad_id)
+    mask = xp.pad(prompt_mask, ((0, 0), (pad, 0)))
     static = _Static(graphdef, config, sampling, bucket_length(max_new_tokens),
-                     tuple(int(t) for t in stop_ids), int(pad_id))
-    lengths, stopped, out_tokens, out_logp, topk_ids, topk_logp = _generate(
-        static, state, jnp.asarray(tokens), jnp.asarray(mask), key, jnp.int32(max_new_tokens)
-    )
+                     tuple(int(t) for t in stop_ids), int(pad_id), num_samples)
+    (lengths, stopped, out_tokens, out_logp, topk_ids, topk_logp, tokens,
+     mask) = _generate(static, state, jnp.asarray(tokens, jnp.int32), jnp.asarray(mask, bool),
+                       key, jnp.int32(max_new_tokens))
     recorded = sampling.record_top_k > 0
     return Rollout(
         tokens=out_tokens[:, :max_new_tokens],
@@ -247,8 +268,8 @@ def generate(
         logp=out_logp[:, :max_new_tokens],
         topk_ids=topk_ids[:, :max_new_tokens] if recorded else None,
         topk_logp=topk_logp[:, :max_new_tokens] if recorded else None,
-        prompt_tokens=jnp.asarray(tokens[:, pad:]),
-        prompt_mask=jnp.asarray(mask[:, pad:]),
+        prompt_tokens=tokens[:, pad:],
+        prompt_mask=mask[:, pad:],
         prompt_index=jnp.repeat(jnp.arange(b, dtype=jnp.int32), num_samples),
         sampling=sampling,
     )
