@@ -18,6 +18,18 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from trlx_jax.checks import (
+    Domain,
+    check_floating,
+    check_ids,
+    check_rank,
+    check_shape,
+    check_value,
+)
+
+_TEMPERATURE = Domain(0, finite=True, note="(0 = greedy: log-probs at temperature 1)")
+_CHUNK = Domain(1, integer=True, note="(or None: one block)")
+
 
 class TokenLogProbs(NamedTuple):
     """Outputs of `token_logprobs`; disabled outputs are None. Float32 (or float64), nats."""
@@ -74,6 +86,28 @@ def _block(
     return jax.tree.map(lambda x: _split_leading(x, hidden.shape[0]), out)
 
 
+def _check_args(
+    hidden: jax.Array, lm_head: jax.Array, target_ids: jax.Array, gather_ids: jax.Array | None,
+    temperature: float, top_k: int, chunk_size: int | None,
+) -> None:
+    """Shapes, dtypes and (when concrete) id ranges of `token_logprobs`' arguments."""
+    b, t, d = check_rank("hidden", hidden, 3, "[B, T, D]")
+    check_floating("hidden", hidden)
+    check_shape("lm_head", lm_head, (d, None), "[D, V]", f"with D = {d} of hidden [B, T, D]")
+    check_floating("lm_head", lm_head)
+    vocab = lm_head.shape[1]
+    source = f"the vocabulary of lm_head [D, V = {vocab}]"
+    check_shape("target_ids", target_ids, (b, t), "[B, T]", "as hidden [B, T, D]")
+    check_ids("target_ids", target_ids, vocab, vocab_from=source)
+    if gather_ids is not None:
+        check_shape("gather_ids", gather_ids, (b, t, None), "[B, T, K']", "as hidden [B, T, D]")
+        check_ids("gather_ids", gather_ids, vocab, vocab_from=source)
+    check_value("temperature", temperature, _TEMPERATURE)
+    check_value("top_k", top_k, Domain(0, vocab, integer=True, note="(0 = off; V = lm_head's)"))
+    if chunk_size is not None:
+        check_value("chunk_size", chunk_size, _CHUNK)
+
+
 def token_logprobs(
     hidden: jax.Array,
     lm_head: jax.Array,
@@ -94,8 +128,7 @@ def token_logprobs(
     sequences and max(1, chunk_size // B) positions of each; `None` computes everything in one
     block (the naive reference: materializes [B, T, V] float32).
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    _check_args(hidden, lm_head, target_ids, gather_ids, temperature, top_k, chunk_size)
     temperature = temperature or 1.0
     batch, length, _ = hidden.shape
     ids = target_ids.astype(jnp.int32)

@@ -34,6 +34,18 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from trlx_jax.checks import (
+    ArgumentError,
+    Domain,
+    check_bool_like,
+    check_floating,
+    check_min_rank,
+    check_shape,
+    check_value,
+    shape_of,
+)
 
 ETA_MIN = 1e-7
 ETA_MAX = 1e2
@@ -83,6 +95,7 @@ def kl_projection(
     (lower precision is computed and returned in float32). Gradients: the implicit-function VJP
     for `a` and `eps`, and the exact VJP for `b` (zero wherever the row is not projected).
     """
+    _check_args(a, b, valid, eps)
     dtype = jnp.promote_types(jnp.result_type(a, b), jnp.float32)
     a = jnp.asarray(a, dtype)
     b = jnp.asarray(b, dtype)
@@ -91,6 +104,27 @@ def kl_projection(
     logp, (eta, kl_before, kl_after, active) = _project(a, b, valid, eps)
     violation = jnp.maximum(kl_after - eps, 0.0)
     return logp, ProjectionInfo(eta, kl_before, kl_after, active, violation)
+
+
+_EPS = Domain(0, low_open=True, finite=True, note="(the KL bound in nats)")
+
+
+def _check_args(a: jax.Array, b: jax.Array, valid: jax.Array, eps: float | jax.Array) -> None:
+    """Shapes and dtypes of `kl_projection`'s arguments, and eps (when concrete) in its domain."""
+    shape = check_min_rank("a", a, 1, "[..., S]")
+    check_floating("a", a)
+    check_shape("b", b, shape, "[..., S]", "as a")
+    check_floating("b", b)
+    check_bool_like("valid", valid)
+    for name, x, target in (("valid", valid, shape), ("eps", eps, shape[:-1])):
+        try:
+            fits = np.broadcast_shapes(shape_of(x), target) == target
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ArgumentError(f"{name} of shape {shape_of(x)} does not broadcast to "
+                                f"{target} (a's {'[..., S]' if name == 'valid' else '[...]'})")
+    check_value("eps", eps, _EPS)
 
 
 def _log_normalize(x: jax.Array, valid: jax.Array) -> jax.Array:

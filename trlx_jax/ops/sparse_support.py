@@ -26,6 +26,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from trlx_jax.checks import (
+    Domain,
+    check_floating,
+    check_ids,
+    check_min_rank,
+    check_shape,
+    check_value,
+    shape_of,
+)
+
+_DELTA = Domain(0, 1, high_open=True)
 FLOOR_PROB = 1e-12
 LOG_FLOOR = math.log(FLOOR_PROB)  # -27.631021115928547
 
@@ -42,6 +53,7 @@ class SparseSupport(NamedTuple):
 def kept_mask(logp: jax.Array, k: int | jax.Array, delta: float) -> jax.Array:
     """[..., K] log-probs -> bool [..., K]: kept while fewer than k more likely tokens are kept
     and their mass is below 1 - delta (ties broken by position)."""
+    check_value("delta", delta, _DELTA)
     logp = jax.lax.stop_gradient(logp)
     rank = jnp.arange(logp.shape[-1])
 
@@ -65,6 +77,34 @@ def _log_normalize(x: jax.Array, valid: jax.Array) -> jax.Array:
     x = jnp.where(valid, x, LOG_FLOOR)
     lse = jax.nn.logsumexp(jnp.where(valid, x, -jnp.inf), axis=-1, keepdims=True)
     return jnp.where(valid, x - lse, LOG_FLOOR)
+
+
+def _check_args(
+    new_topk_ids: jax.Array, new_topk_logp: jax.Array, old_topk_ids: jax.Array,
+    old_topk_logp: jax.Array, sampled_ids: jax.Array, new_sampled_logp: jax.Array,
+    old_sampled_logp: jax.Array, vocab_size: int | jax.Array, k: int, delta: float,
+    new_logp_at_old_topk: jax.Array | None,
+) -> None:
+    """Shapes, dtypes, settings and (when concrete) id ranges of `sparse_support`'s arguments."""
+    check_value("vocab_size", vocab_size, Domain(1, integer=True))
+    check_value("k", k, Domain(1, integer=True))
+    check_value("delta", delta, _DELTA)
+    lead = shape_of(sampled_ids)
+    pairs = [("new_topk_ids", new_topk_ids, "new_topk_logp", new_topk_logp),
+             ("old_topk_ids", old_topk_ids, "old_topk_logp", old_topk_logp)]
+    for ids_name, ids, logp_name, logp in pairs:
+        shape = check_min_rank(ids_name, ids, 1, "[..., K]")
+        check_shape(ids_name, ids, (*lead, shape[-1]), "[..., K]", "with [...] of sampled_ids")
+        check_shape(logp_name, logp, shape, "[..., K]", f"as {ids_name}")
+        check_floating(logp_name, logp)
+        check_ids(ids_name, ids, vocab_size, vocab_from="vocab_size")
+    check_ids("sampled_ids", sampled_ids, vocab_size, vocab_from="vocab_size")
+    for name, x in (("new_sampled_logp", new_sampled_logp),
+                    ("old_sampled_logp", old_sampled_logp)):
+        check_shape(name, x, lead, "[...]", "as sampled_ids")
+    if new_logp_at_old_topk is not None:
+        check_shape("new_logp_at_old_topk", new_logp_at_old_topk, shape_of(old_topk_ids),
+                    "[..., K_old]", "as old_topk_ids")
 
 
 def sparse_support(
@@ -94,6 +134,8 @@ def sparse_support(
     """
     if new_logp_on_union and new_logp_at_old_topk is None:
         raise ValueError("new_logp_on_union needs new_logp_at_old_topk")
+    _check_args(new_topk_ids, new_topk_logp, old_topk_ids, old_topk_logp, sampled_ids,
+                new_sampled_logp, old_sampled_logp, vocab_size, k, delta, new_logp_at_old_topk)
     k = jnp.minimum(k, vocab_size)
     dtype = jnp.promote_types(jnp.result_type(new_topk_logp, old_topk_logp), jnp.float32)
     floor = jnp.asarray(LOG_FLOOR, dtype)

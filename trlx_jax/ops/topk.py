@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from trlx_jax.checks import Domain, check_min_rank, check_rank, check_value
+
 # The K largest entries lie in the K sub-blocks with the largest maxima: a sub-block holding
 # one of them has its max >= the K-th value, and at most K sub-blocks have (ties aside, where
 # the lowest-index rule below still picks the same entries as `lax.top_k`).
@@ -27,7 +29,12 @@ def top_k_by_blocks(
     train step's top-K (`ops/logprobs.py`) keeps `lax.top_k`: there this version measured +600
     MiB at 8,192 tokens (V = 152k) and no faster, the matmuls dominating. The sampler uses it.
     """
+    if vocab_major:
+        check_rank("x", x, 2, "[V, B] (vocab_major=True)")
+    else:
+        check_min_rank("x", x, 1, "[..., V]")
     vocab = x.shape[0] if vocab_major else x.shape[-1]
+    check_value("k", k, Domain(1, vocab, integer=True, note=f"(V = {vocab} entries per row)"))
     if k * _SUB_BLOCK * 2 > vocab:
         values, ids = jax.lax.top_k(x.T if vocab_major else x, k)
         return values, ids.astype(jnp.int32)
