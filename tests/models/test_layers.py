@@ -8,7 +8,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from trlx_jax.models import ModelConfig
-from trlx_jax.models.layers import apply_rope, attention, rms_norm, rope_inv_freq
+from trlx_jax.models.layers import apply_rope, rms_norm, rope_inv_freq
 
 
 @pytest.mark.parametrize("family", ["llama3", "qwen3"])
@@ -45,29 +45,3 @@ def test_rms_norm():
     w = rng.normal(size=(16,)).astype(np.float32)
     ref = w * x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(rms_norm(jnp.asarray(x), jnp.asarray(w), 1e-6), ref, rtol=1e-5)
-
-
-def test_gqa_attention_matches_repeated_kv_reference():
-    rng = np.random.default_rng(0)
-    b, t, s, h, k, d = 2, 3, 5, 6, 2, 4
-    q = rng.normal(size=(b, t, h, d)).astype(np.float32)
-    key = rng.normal(size=(b, s, k, d)).astype(np.float32)
-    val = rng.normal(size=(b, s, k, d)).astype(np.float32)
-    mask = rng.random((b, t, s)) < 0.7
-    mask[..., 0] = True
-    # attention takes k/v in the cache layout [B, K, S, Dh]; the reference uses [B, S, K, Dh].
-    out = np.asarray(attention(jnp.asarray(q), jnp.asarray(key.transpose(0, 2, 1, 3)),
-                               jnp.asarray(val.transpose(0, 2, 1, 3)), mask))
-    kr, vr = np.repeat(key, h // k, axis=2), np.repeat(val, h // k, axis=2)
-    scores = np.einsum("bthd,bshd->bhts", q, kr) / np.sqrt(d)
-    scores = np.where(mask[:, None], scores, -np.inf)
-    p = np.exp(scores - scores.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    np.testing.assert_allclose(out, np.einsum("bhts,bshd->bthd", p, vr), atol=1e-5)
-
-
-def test_fully_masked_rows_stay_finite():
-    q = jnp.ones((1, 2, 2, 4))
-    kv = jnp.ones((1, 1, 3, 4))  # [B, K, S, Dh]
-    mask = jnp.array([[[False] * 3, [True, False, False]]])
-    assert np.isfinite(np.asarray(attention(q, kv, kv, mask))).all()

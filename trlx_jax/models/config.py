@@ -11,6 +11,10 @@ import jax.numpy as jnp
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
 SUPPORTED_ROPE_TYPES = ("default", "llama3")
 _DTYPES = ("float32", "bfloat16")
+# Attention kernels (`attention.py`) and per-layer rematerialization policies (`transformer.py`).
+ATTENTION_KERNELS = ("auto", "dense", "blockwise", "cudnn", "splash")
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                  "save_attention_out")
 # Keys of `rope_parameters` that the llama3 scaling reads.
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
@@ -20,7 +24,13 @@ class ModelConfig:
     """Static description of one decoder; hashable, so it can sit in an NNX graphdef.
 
     `dtype` is the compute dtype of activations, `param_dtype` the storage dtype of weights
-    (each "float32" or "bfloat16"). `remat` recomputes each block in the backward pass.
+    (each "float32" or "bfloat16"). `remat` is the rematerialization policy of each layer in
+    the backward pass (one of REMAT_POLICIES; True / False mean "full" / "none"): "full"
+    recomputes the whole layer, "dots_saveable" keeps every matmul output,
+    "dots_with_no_batch_dims_saveable" the weight matmuls' (attention is recomputed),
+    "save_attention_out" the attention output and its softmax statistics. `attention` picks
+    the attention kernel (ATTENTION_KERNELS, see `attention.py`) with its query / key block
+    sizes `attention_block_q` / `attention_block_kv`.
     `hf_extra` keeps the source HF config's other keys (token ids, ...) for `to_hf`.
     """
 
@@ -46,7 +56,10 @@ class ModelConfig:
     init_std: float = 0.02
     dtype: str = "float32"
     param_dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"
+    attention: str = "auto"
+    attention_block_q: int = 512
+    attention_block_kv: int = 512
     hf_extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +76,17 @@ class ModelConfig:
             if value not in _DTYPES:
                 raise ValueError(f"{name} must be one of {_DTYPES}, got {value!r}")
             object.__setattr__(self, name, value)
+        if isinstance(self.remat, bool):
+            object.__setattr__(self, "remat", "full" if self.remat else "none")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat (model.remat) must be one of {REMAT_POLICIES}, got "
+                             f"{self.remat!r}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise ValueError(f"attention (model.attention) must be one of {ATTENTION_KERNELS}, "
+                             f"got {self.attention!r}")
+        for name in ("attention_block_q", "attention_block_kv"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} (model.{name}) must be >= 1, got {getattr(self, name)}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"

@@ -1,4 +1,6 @@
-"""Decoder building blocks: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU MLP.
+"""Decoder building blocks: RMSNorm, rotary embeddings, the GQA layer, SwiGLU MLP.
+
+The attention kernels themselves live in `attention.py`.
 
 Every parameter is an `nnx.Param` whose `logical_axes` metadata names its dimensions; the
 sharding rules in `sharding.py` turn those names into mesh axes. A `Block` holds the weights
@@ -14,12 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
+from trlx_jax.models.attention import OUT_NAME, AttentionMask, attend
 from trlx_jax.models.config import ModelConfig
-
-# Finite "minus infinity" for masked attention logits: rows with no visible key (padding
-# queries) then get a uniform distribution instead of NaNs.
-_MASKED = float(jnp.finfo(jnp.float32).min)
 
 
 def param(
@@ -89,23 +89,6 @@ def apply_rope(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Masked GQA: q [B, T, H, Dh], k/v [B, K, S, Dh], mask [B, T, S] -> [B, T, H, Dh].
-
-    Query head h reads kv head h // (H / K), as HF's `repeat_kv`. Logits and softmax are float32.
-    """
-    b, t, h, d = q.shape
-    kv_heads = k.shape[1]
-    q = q.reshape(b, t, kv_heads, h // kv_heads, d)
-    scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = jnp.where(mask[:, None, None], scores * (d**-0.5), _MASKED)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    # Contracting into [b, k, g, t, d] first keeps the dot in the batched-matmul layout that
-    # XLA:CPU runs fast; the transpose then touches only the small output.
-    out = jnp.einsum("bkgts,bksd->bkgtd", probs, v).transpose(0, 3, 1, 2, 4)
-    return out.reshape(b, t, h, d)
-
-
 class Attention(nnx.Module):
     """Self-attention with optional q/k/v/o biases and per-head q/k RMSNorm (Qwen3)."""
 
@@ -135,17 +118,19 @@ class Attention(nnx.Module):
         x: jax.Array,
         sin: jax.Array,
         cos: jax.Array,
-        mask: jax.Array,
+        mask: AttentionMask,
         cache: tuple[jax.Array, jax.Array] | None = None,
         layer: jax.Array | int = 0,
         index: jax.Array | int = 0,
         window: int | None = None,
+        impl: str = "dense",
     ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
         """x [B, T, D] -> (out [B, T, D], cache k, cache v) with the new tokens written.
 
         `cache` is the STACKED cache of all layers ([L, B, K, S, Dh] each): the new keys/values
-        go to layer `layer` at slot `index`, then the queries attend over that layer's S slots
-        (`mask` [B, T, S]), or its first `window` slots (`mask` [B, T, window]). Writing into
+        go to layer `layer` at slot `index`, then the queries attend over that layer's S slots,
+        or its first `window` slots (`mask` covers those slots), with the attention kernel
+        `impl` (`attention.resolve`). Writing into
         the stacked buffer before reading the layer back lets XLA update it in place; a
         per-layer copy would cost a full cache copy per decode step.
         Without a cache the tokens attend to each other and (out, None, None) is returned.
@@ -172,7 +157,7 @@ class Attention(nnx.Module):
             if window is not None:
                 keys, values = keys[:, :, :window], values[:, :, :window]
             keys, values = keys.astype(x.dtype), values.astype(x.dtype)
-        out = attention(q, keys, values, mask)
+        out = checkpoint_name(attend(q, keys, values, mask, impl, self.config), OUT_NAME)
         out = jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(x.dtype))
         if self.o_bias is not None:
             out = out + self.o_bias[...].astype(x.dtype)
@@ -220,16 +205,17 @@ class Block(nnx.Module):
         x: jax.Array,
         sin: jax.Array,
         cos: jax.Array,
-        mask: jax.Array,
+        mask: AttentionMask,
         cache: tuple[jax.Array, jax.Array] | None = None,
         layer: jax.Array | int = 0,
         index: jax.Array | int = 0,
         window: int | None = None,
+        impl: str = "dense",
     ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
         """x [B, T, D] -> (x [B, T, D], cache k, cache v); see `Attention`."""
         eps = self.config.rms_norm_eps
         h = rms_norm(x, self.attn_norm[...], eps)
-        out, cache_k, cache_v = self.attn(h, sin, cos, mask, cache, layer, index, window)
+        out, cache_k, cache_v = self.attn(h, sin, cos, mask, cache, layer, index, window, impl)
         x = x + out
         x = x + self.mlp(rms_norm(x, self.mlp_norm[...], eps))
         return x, cache_k, cache_v

@@ -16,7 +16,8 @@ Pure-function use in jitted steps (the model holds only `nnx.Param`s, no other s
 `positions` are RoPE positions per token (`positions_from_mask` for left-padded batches);
 `attention_mask` is True on real tokens. Padded query rows produce finite garbage that callers
 mask out. The layers run in one `lax.scan` over stacked parameters (compile time independent
-of depth); `config.remat` recomputes each layer in the backward pass.
+of depth); `config.remat` names the policy that rematerializes each layer in the backward
+pass (`REMAT`), `config.attention` the attention kernel (`attention.resolve`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,25 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from trlx_jax.models import attention
+from trlx_jax.models.attention import AttentionMask
 from trlx_jax.models.cache import KVCache, constrain_cache
 from trlx_jax.models.config import ModelConfig
 from trlx_jax.models.layers import Block, param, rms_norm, rope_inv_freq, rope_sin_cos
 from trlx_jax.models.sharding import constrain
 
 _HIDDEN_AXES = ("batch", "seq", "act_embed")
+
+_POLICIES = jax.checkpoint_policies
+# `ModelConfig.remat` name -> the `jax.checkpoint` policy of one layer (None: no remat).
+REMAT = {
+    "none": None,
+    "full": _POLICIES.nothing_saveable,
+    "dots_saveable": _POLICIES.dots_saveable,
+    "dots_with_no_batch_dims_saveable": _POLICIES.dots_with_no_batch_dims_saveable,
+    "save_attention_out": _POLICIES.save_only_these_names(attention.OUT_NAME,
+                                                          attention.STATS_NAME),
+}
 
 
 class Transformer(nnx.Module):
@@ -78,13 +92,14 @@ class Transformer(nnx.Module):
         else:
             index = cache.index
             valid = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, index))
-        query_slot = index + jnp.arange(tokens.shape[1])
         if window is not None and not 0 < window <= valid.shape[1]:
             raise ValueError(f"window must be in [1, {valid.shape[1]}] (cache slots), got {window}")
-        key_slot = jnp.arange(valid.shape[1] if window is None else window)
-        mask = valid[:, None, : key_slot.shape[0]] & (
-            key_slot[None, None, :] <= query_slot[None, :, None]
-        )
+        key_valid = valid if window is None else valid[:, :window]
+        impl = attention.resolve(cfg, tokens.shape[1], key_valid.shape[1],
+                                 cached=cache is not None)
+        dense = (attention.dense_mask(key_valid, tokens.shape[1], index) if impl == "dense"
+                 else None)
+        mask = AttentionMask(key_valid, index, dense)
 
         graphdef, stacked = nnx.split(self.layers)
 
@@ -93,11 +108,11 @@ class Transformer(nnx.Module):
             layer_params, i = xs
             block = nnx.merge(graphdef, layer_params)
             kv = None if cache_k is None else (cache_k, cache_v)
-            x, cache_k, cache_v = block(x, sin, cos, mask, kv, i, index, window)
+            x, cache_k, cache_v = block(x, sin, cos, mask, kv, i, index, window, impl)
             return (constrain(x, _HIDDEN_AXES), cache_k, cache_v), None
 
-        if cfg.remat:
-            layer = jax.checkpoint(layer)
+        if cfg.remat != "none":
+            layer = jax.checkpoint(layer, policy=REMAT[cfg.remat])
         carry = (x, None, None) if cache is None else (x, cache.k, cache.v)
         (x, cache_k, cache_v), _ = jax.lax.scan(layer, carry, (stacked, jnp.arange(cfg.num_layers)))
         hidden = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
