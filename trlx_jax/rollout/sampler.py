@@ -25,6 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from trlx_jax.checks import (
+    ArgumentError,
+    Domain,
+    check_bool_like,
+    check_id,
+    check_id_sequence,
+    check_ids,
+    check_rank,
+    check_shape,
+    check_value,
+    shape_of,
+)
 from trlx_jax.models.cache import init_cache, next_positions
 from trlx_jax.models.config import ModelConfig
 from trlx_jax.models.sharding import constrain
@@ -218,6 +230,32 @@ def _check_prompts(tokens: jax.Array | np.ndarray, mask: jax.Array | np.ndarray)
         raise ValueError("prompts must be LEFT-padded: a real token is followed by padding")
 
 
+def _check_args(
+    prompt_tokens: jax.Array | np.ndarray, prompt_mask: jax.Array | np.ndarray, key: jax.Array,
+    max_new_tokens: int, num_samples: int, sampling: SamplingParams, stop_ids: Sequence[int],
+    pad_id: int, vocab: int,
+) -> tuple[int, ...]:
+    """Host-side checks of `generate`'s arguments (prompt ids where concrete); the stop ids."""
+    check_value("max_new_tokens", max_new_tokens, Domain(1, integer=True))
+    check_value("num_samples", num_samples, Domain(1, integer=True))
+    if not isinstance(sampling, SamplingParams):
+        raise ArgumentError(f"sampling must be a SamplingParams, got {type(sampling).__name__}")
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    if not (typed and key.shape == ()) and not (
+            not typed and dtype == np.uint32 and key.shape == (2,)):
+        raise ArgumentError(f"key must be one PRNG key (jax.random.key(seed)), got {key!r}")
+    source = f"the model's vocabulary of {vocab} tokens"
+    check_id("pad_id", pad_id, vocab, source)
+    stops = check_id_sequence("stop_ids", stop_ids, vocab, source)
+    check_rank("prompt_tokens", prompt_tokens, 2, "[batch, prompt_len]")
+    check_shape("prompt_mask", prompt_mask, shape_of(prompt_tokens), "[batch, prompt_len]",
+                "as prompt_tokens")
+    check_bool_like("prompt_mask", prompt_mask)
+    check_ids("prompt_tokens", prompt_tokens, vocab, where=prompt_mask, vocab_from=source)
+    return stops
+
+
 def generate(
     model: Transformer | tuple[nnx.GraphDef, nnx.State],
     prompt_tokens: jax.Array | np.ndarray,
@@ -237,17 +275,16 @@ def generate(
     `sampling` defaults to `SamplingParams()` (temperature 1, no truncation, no top-K record).
     """
     sampling = SamplingParams() if sampling is None else sampling
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     graphdef, state = nnx.split(model) if isinstance(model, nnx.Module) else model
     config = nnx.merge(graphdef, state).config
+    stop_ids = _check_args(prompt_tokens, prompt_mask, key, max_new_tokens, num_samples,
+                           sampling, stop_ids, pad_id, config.vocab_size)
     # Arrays spanning several processes stay on device (padded there); the rest pad on host.
     xp = jnp
     if not isinstance(prompt_tokens, jax.Array) or prompt_tokens.is_fully_addressable:
-        prompt_tokens = np.asarray(prompt_tokens, np.int32)
         prompt_mask = np.asarray(prompt_mask, bool)
+        # Padding may hold any value (e.g. -1); it reads pad_id's embedding instead.
+        prompt_tokens = np.where(prompt_mask, np.asarray(prompt_tokens), pad_id).astype(np.int32)
         xp = np
     _check_prompts(prompt_tokens, prompt_mask)
     b, p = prompt_tokens.shape
@@ -255,7 +292,7 @@ def generate(
     tokens = xp.pad(prompt_tokens, ((0, 0), (pad, 0)), constant_values=pad_id)
     mask = xp.pad(prompt_mask, ((0, 0), (pad, 0)))
     static = _Static(graphdef, config, sampling, bucket_length(max_new_tokens),
-                     tuple(int(t) for t in stop_ids), int(pad_id), num_samples)
+                     stop_ids, int(pad_id), num_samples)
     (lengths, stopped, out_tokens, out_logp, topk_ids, topk_logp, tokens,
      mask) = _generate(static, state, jnp.asarray(tokens, jnp.int32), jnp.asarray(mask, bool),
                        key, jnp.int32(max_new_tokens))

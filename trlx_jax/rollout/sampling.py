@@ -16,9 +16,18 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from trlx_jax.checks import ArgumentError, Domain, check_min_rank, check_rank, check_value
 from trlx_jax.ops.topk import top_k_by_blocks
 
 NEG_INF = -1e30
+
+# The domain of each SamplingParams field (also checked against the run config's `rollout.*`).
+DOMAINS = {
+    "temperature": Domain(0, finite=True, note="(0 = greedy)"),
+    "top_k": Domain(0, integer=True, note="(0 = off)"),
+    "top_p": Domain(0, 1, low_open=True, note="(1 = off)"),
+    "record_top_k": Domain(0, integer=True, note="(0 = off)"),
+}
 
 
 @jax.tree_util.register_static
@@ -36,14 +45,8 @@ class SamplingParams:
     record_top_k: int = 0
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
-        if self.record_top_k < 0:
-            raise ValueError(f"record_top_k must be >= 0 (0 = off), got {self.record_top_k}")
+        for field, domain in DOMAINS.items():
+            check_value(field, getattr(self, field), domain)
 
     @property
     def greedy(self) -> bool:
@@ -53,12 +56,14 @@ class SamplingParams:
 
 def scaled_logprobs(logits: jax.Array, params: SamplingParams) -> jax.Array:
     """[..., V] logits -> float32 log_softmax(logits / T) over the full vocabulary (greedy: T=1)."""
+    check_min_rank("logits", logits, 1, "[..., V]")
     temperature = 1.0 if params.greedy else params.temperature
     return jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
 
 
 def truncate(logp: jax.Array, params: SamplingParams) -> jax.Array:
     """[..., V] log-probs -> the same with tokens outside top-k / top-p set to NEG_INF."""
+    check_min_rank("logp", logp, 1, "[..., V]")
     vocab = logp.shape[-1]
     if params.top_k and params.top_k < vocab:
         kth = top_k_by_blocks(logp, params.top_k)[0][..., -1:]
@@ -141,6 +146,7 @@ def sample_categorical(key: jax.Array, logp: jax.Array) -> jax.Array:
     the vocabulary instead of V Gumbel variates (`jax.random.categorical`), which on a CPU costs
     more than the whole decode step. Tokens whose weight underflows float32 are never drawn.
     """
+    check_rank("logp", logp, 2, "[B, V]")
     blocks, _, top, mass = _block_stats(logp, vocab_major=False)
     return _draw(key, blocks, mass, top, vocab_major=False)
 
@@ -162,6 +168,9 @@ def select_tokens(
     contiguous batch rows (together ~1.2 ms of a ~10 ms decode step at B = 32, V = 32k); for a
     single row the [B, V] layout is faster.
     """
+    check_rank("logits", logits, 2, "[V, B] (vocab_major=True)" if vocab_major else "[B, V]")
+    if not isinstance(params, SamplingParams):
+        raise ArgumentError(f"params must be a SamplingParams, got {type(params).__name__}")
     temperature = 1.0 if params.greedy else params.temperature
     scaled = logits.astype(jnp.float32) / temperature
     vocab = scaled.shape[0] if vocab_major else scaled.shape[1]
