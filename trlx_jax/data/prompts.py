@@ -35,9 +35,10 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if self.on_too_long not in ("error", "drop"):
             raise ValueError(f"on_too_long must be 'error' or 'drop', got {self.on_too_long!r}")
-        if self.max_length < 1:
-            raise ValueError(f"max_length must be positive, got {self.max_length}")
-        if "{question}" not in self.template:
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or (
+                self.max_length < 1):
+            raise ValueError(f"max_length must be an integer >= 1, got {self.max_length!r}")
+        if not isinstance(self.template, str) or "{question}" not in self.template:
             raise ValueError(f"template {self.template!r} has no {{question}} field")
 
 
@@ -63,6 +64,15 @@ def left_pad(
     token_ids: Sequence[Sequence[int]], length: int, pad_id: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(tokens, mask, positions, lengths) of sequences left-padded to `length` columns."""
+    if isinstance(length, bool) or not isinstance(length, int | np.integer) or length < 0:
+        raise ValueError(f"length must be an integer >= 0, got {length!r}")
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int | np.integer) or pad_id < 0:
+        raise ValueError(f"pad_id must be a token id (an integer >= 0), got {pad_id!r}")
+    for row, ids in enumerate(token_ids):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise ValueError(f"token_ids[{row}] must be a list of integer token ids, got "
+                             f"{ids.dtype} of shape {ids.shape}")
     batch = len(token_ids)
     tokens = np.full((batch, length), pad_id, dtype=np.int32)
     mask = np.zeros((batch, length), dtype=bool)
@@ -123,6 +133,9 @@ class PromptFormatter:
 
     def batch(self, questions: Sequence[str]) -> tuple[PromptBatch, np.ndarray]:
         """The batch of the questions that fit, and their indices (see `on_too_long`)."""
+        if isinstance(questions, str) or not isinstance(questions, Sequence):
+            raise ValueError(f"questions must be a list of strings, got "
+                             f"{type(questions).__name__} (wrap a single question in a list)")
         texts = [self.format(q) for q in questions]
         ids = self.encode(texts)
         keep = self.check_lengths([len(x) for x in ids], texts)

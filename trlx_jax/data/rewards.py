@@ -133,11 +133,38 @@ def math_verify_reward(
     return rewards
 
 
+def _per_sample(value: Any) -> bool:
+    """Whether a metadata value is a per-sample list (strings and scalars are shared)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
+
+
 def _sample_slice(metadata: Mapping[str, Any], i: int) -> dict[str, Any]:
-    return {
-        k: [v[i]] if isinstance(v, Sequence | np.ndarray) and not isinstance(v, str) else v
-        for k, v in metadata.items()
-    }
+    return {k: [v[i]] if _per_sample(v) else v for k, v in metadata.items()}
+
+
+def _check_inputs(
+    name: str, samples: Sequence[str], prompts: Sequence[str], outputs: Sequence[str],
+    metadata: Mapping[str, Any],
+) -> None:
+    """One text per sample in samples / prompts / outputs, one metadata entry per sample."""
+    n = None
+    for arg, texts in (("outputs", outputs), ("samples", samples), ("prompts", prompts)):
+        if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+            raise RewardError(f"reward function {name!r}: {arg} must be a list of strings, one "
+                              f"per sample, got {type(texts).__name__}")
+        n = len(texts) if n is None else n
+        if len(texts) != n:
+            raise RewardError(f"reward function {name!r}: {arg} has {len(texts)} entries but "
+                              f"outputs has {n}; give one per sample")
+    for key, value in metadata.items():
+        if _per_sample(value) and len(value) != n:
+            raise RewardError(
+                f"reward function {name!r}: metadata {key!r} has {len(value)} entries for {n} "
+                "samples; metadata needs one entry per sample: with G samples per prompt, "
+                "repeat each prompt's entry G times (e.g. [m for m in values for _ in range(G)])"
+            )
 
 
 def _describe(i: int, samples: Sequence[str], outputs: Sequence[str], metadata: Mapping) -> str:
@@ -158,9 +185,14 @@ def call_reward(
     *,
     name: str | None = None,
 ) -> np.ndarray:
-    """Calls one reward function and checks its result: one finite float per sample (float64)."""
+    """Calls one reward function and checks its result: one finite float per sample (float64).
+
+    Inputs are checked first: one text per sample in each list, and every per-sample metadata
+    list (any list or array value) of the same length.
+    """
     name = name or getattr(fn, "__name__", repr(fn))
     metadata = metadata or {}
+    _check_inputs(name, samples, prompts, outputs, metadata)
     n = len(outputs)
     try:
         raw = fn(samples, prompts, outputs, **metadata)
@@ -212,6 +244,9 @@ def resolve_reward(fn: str | RewardFn) -> tuple[str, RewardFn]:
     """(name, function) for a registered name or a callable."""
     if isinstance(fn, str):
         return fn, REWARDS.get(fn)
+    if not callable(fn):
+        raise TypeError(f"a reward term must be a registered name ({', '.join(REWARDS.names())}) "
+                        f"or a callable fn(samples, prompts, outputs, **metadata), got {fn!r}")
     return getattr(fn, "__name__", repr(fn)), fn
 
 
@@ -222,6 +257,8 @@ class CombinedReward:
         items = weights.items() if isinstance(weights, Mapping) else weights
         self.terms: list[tuple[str, RewardFn, float]] = []
         for fn, weight in items:
+            if isinstance(weight, bool) or not isinstance(weight, int | float | np.number):
+                raise ValueError(f"reward weight for {fn!r} must be a number, got {weight!r}")
             if not math.isfinite(weight):
                 raise ValueError(f"reward weight for {fn!r} must be finite, got {weight}")
             name, resolved = resolve_reward(fn)

@@ -82,6 +82,9 @@ def prepare_task(
 def load_task(name: str, split: str = "train", **kwargs: Any) -> TaskSource:
     """One split of a task as a random-access sequence of example dicts (see `prepare_task`)."""
     builder = prepare_task(name, **kwargs)
+    if split not in builder.info.splits:
+        raise ValueError(f"split={split!r}: task {name!r} has the splits "
+                         f"{', '.join(sorted(builder.info.splits))}")
     return TaskSource(builder.as_data_source(split=split), name, split)
 
 
