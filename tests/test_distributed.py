@@ -1,5 +1,7 @@
 """The process layout from the environment (resolve), for explicit, Slurm, TPU and one process."""
 
+import os
+
 import pytest
 
 from trlx_jax.distributed import (
@@ -124,3 +126,14 @@ def test_tpu_vm():
     assert ProcessSpec("tpu").initialize_kwargs() == {}
     assert resolve({"TRLX_DISTRIBUTED": "tpu"}) == ProcessSpec("tpu")
     assert resolve({"TRLX_DISTRIBUTED": "off"}, tpu_vm=True) is None
+
+
+def test_cli_train_reports_a_bad_layout_before_touching_devices(monkeypatch, capsys):
+    from trlx_jax.cli import train
+
+    monkeypatch.setenv("TRLX_COORDINATOR", "127.0.0.1:1")
+    monkeypatch.delenv("TRLX_NUM_PROCESSES", raising=False)
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                          "default.py")
+    assert train.main([f"--config={config}"]) == 2
+    assert "TRLX_NUM_PROCESSES" in capsys.readouterr().err
