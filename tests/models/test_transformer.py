@@ -19,6 +19,8 @@ from trlx_jax.models import (
     next_positions,
     positions_from_mask,
 )
+from trlx_jax.models.config import REMAT_POLICIES
+from trlx_jax.models.transformer import REMAT
 
 # Exercises every optional path: q/k norm, q/k/v/o and MLP biases, GQA, head_dim != D / H.
 CONFIG = ModelConfig(
@@ -191,31 +193,48 @@ def test_pure_forward_and_module_agree_under_jit(model):
     np.testing.assert_allclose(eager, jitted, atol=TOL)
 
 
-def test_remat_gives_same_values_and_gradients(model):
-    tokens, mask, positions = padded_batch(CONFIG.vocab_size, batch=2, length=6)
+@functools.partial(jax.jit, static_argnums=0)
+def _logits_loss_and_grad(graphdef, state, tokens, positions, mask):
+    def loss(state):
+        m = nnx.merge(graphdef, state)
+        hidden, _ = m(tokens, positions, mask)
+        return jnp.sum(jnp.where(mask[..., None], m.logits(hidden), 0.0) ** 2)
+
+    return jax.value_and_grad(loss)(state)
+
+
+@pytest.fixture(scope="module")
+def remat_reference(model):
+    tokens, mask, positions = (jnp.asarray(x) for x in padded_batch(CONFIG.vocab_size, 2, 6))
+    graphdef, state = nnx.split(model)
+    inputs = (tokens, positions, mask)
+    return inputs, _logits_loss_and_grad(graphdef, state, *inputs)
+
+
+@pytest.mark.parametrize("policy", ["full", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                                    "save_attention_out"])
+def test_remat_policies_give_same_values_and_gradients(model, remat_reference, policy):
+    inputs, (l1, g1) = remat_reference
     graphdef, state = nnx.split(model)
     remat = nnx.merge(graphdef, state)
-    remat.config = dataclasses.replace(CONFIG, remat=True)
+    remat.config = dataclasses.replace(CONFIG, remat=policy)
     remat_graphdef = nnx.graphdef(remat)
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def loss_and_grad(graphdef, state):
-        def loss(state):
-            m = nnx.merge(graphdef, state)
-            hidden, _ = m(jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask))
-            return jnp.sum(jnp.where(mask[..., None], m.logits(hidden), 0.0) ** 2)
-
-        return jax.value_and_grad(loss)(state)
-
-    jaxpr = jax.make_jaxpr(loss_and_grad, static_argnums=0)
-    assert "remat" in str(jaxpr(remat_graphdef, state))
-    assert "remat" not in str(jaxpr(graphdef, state))
-    l1, g1 = loss_and_grad(graphdef, state)
-    l2, g2 = loss_and_grad(remat_graphdef, state)
+    jaxpr = str(jax.make_jaxpr(_logits_loss_and_grad, static_argnums=0)(remat_graphdef, state,
+                                                                        *inputs))
+    assert "remat" in jaxpr
+    l2, g2 = _logits_loss_and_grad(remat_graphdef, state, *inputs)
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
         # Recomputation reorders float32 sums: agreement relative to each gradient's scale.
         np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max())
+
+
+def test_remat_names_cover_the_policy_table(model, remat_reference):
+    assert set(REMAT) == set(REMAT_POLICIES)
+    assert dataclasses.replace(CONFIG, remat=True).remat == "full"
+    jaxpr = jax.make_jaxpr(_logits_loss_and_grad, static_argnums=0)(
+        nnx.graphdef(model), nnx.state(model), *remat_reference[0])
+    assert "remat" not in str(jaxpr)
 
 
 def test_logits_and_tied_lm_head(model):
