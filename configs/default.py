@@ -30,7 +30,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.tie_word_embeddings = True
     c.model.dtype = "float32"
     c.model.param_dtype = "float32"
-    c.model.remat = False
+    # Per-layer rematerialization policy: none | full | dots_saveable |
+    # dots_with_no_batch_dims_saveable | save_attention_out. Attention kernel: auto | dense |
+    # blockwise | cudnn (GPU) | splash (TPU); "auto" keeps dense while the sequence fits in one
+    # key block (here always), then takes cudnn / splash / blockwise (trlx_jax/models/attention.py).
+    c.model.remat = "none"
+    c.model.attention = "auto"
+    c.model.attention_block_q = 512
+    c.model.attention_block_kv = 512
 
     # Task, tokenizer and prompt formatting. tokenizer "" means the model directory's tokenizer,
     # or the character-level tokenizer for a random model. task_options: comma-separated

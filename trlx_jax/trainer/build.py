@@ -229,9 +229,12 @@ def build_model(
 ) -> tuple[ModelConfig, nnx.GraphDef, nnx.State]:
     """The policy: loaded from model.path, or a random tiny model of model.family, on `mesh`."""
     m = config.model
+    # How the forward computes (not what it computes): attention kernel and remat policy.
+    compute = dict(remat=m.remat, attention=m.attention, attention_block_q=m.attention_block_q,
+                   attention_block_kv=m.attention_block_kv)
     if m.path:
         model, model_config = load_hf(m.path, mesh=mesh, dtype=m.dtype, param_dtype=m.param_dtype,
-                                      remat=m.remat)
+                                      **compute)
     else:
         model_config = ModelConfig(
             model_type=m.family, vocab_size=vocab_size, hidden_size=m.hidden_size,
@@ -239,7 +242,7 @@ def build_model(
             num_heads=m.num_heads, num_kv_heads=m.num_kv_heads, head_dim=m.head_dim,
             tie_word_embeddings=m.tie_word_embeddings, qk_norm=m.family == "qwen3",
             qkv_bias=m.family == "qwen2", dtype=m.dtype, param_dtype=m.param_dtype,
-            remat=m.remat,
+            **compute,
         )
         model = init_model(model_config, seed=config.seed)
         shard_model(model, mesh)
