@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from trlx_jax.checks import (
+    ArgumentError,
     Domain,
     check_integer,
     check_min_rank,
-    check_rank,
     check_shape,
     check_value,
     shape_of,
@@ -141,8 +141,12 @@ def mask(
     """
     shape = _same_shape(("divergence", "logp", "logmu", "response_mask"),
                         (divergence, logp, logmu, response_mask), "[B, T]")
-    rank = len(check_rank("advantages", advantages, range(1, len(shape) + 1), "[B] or [B, T]"))
-    check_shape("advantages", advantages, shape[:rank], "[B] or [B, T]", "as logp")
+    adv = shape_of(advantages)
+    padded = adv + (1,) * (len(shape) - len(adv))
+    if not adv or len(adv) > len(shape) or padded[0] != shape[0] or any(
+            a not in (1, s) for a, s in zip(padded, shape, strict=True)):
+        raise ArgumentError(f"advantages must be [B] or [B, T] (or [B, 1]) with [B, T] = {shape} "
+                            f"of logp, got shape {adv}")
     check_value("delta_low", delta_low, _DELTA)
     check_value("delta_high", delta_high, _DELTA)
     d = jax.lax.stop_gradient(divergence)
