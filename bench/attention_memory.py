@@ -9,6 +9,11 @@ on abstract batches of `--batch` rows of `--prompt_len` prompt + (L - prompt_len
 tokens and compiled, and the figure is XLA's buffer assignment of that executable
 (`memory_analysis()`: arguments + outputs + temporaries - aliased, as `bench/train_step.py`).
 The model is small so that compiles stay quick: a random Qwen3-architecture decoder, float32.
+
+`--time` instead times the attention op alone, forward + backward (the gradient of a random
+projection of its output w.r.t. q, k, v), for `--batch` rows of each length with the model's
+heads, every key valid, per kernel: median of 3 calls after a compiling call. This is what
+`model.attention="auto"` was chosen from on the CPU (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import statistics
 import sys
 import time
 
@@ -25,6 +31,7 @@ from flax import nnx
 from train_step import MIB, memory_bytes, optimizer_config
 
 from trlx_jax.models import ModelConfig, init_model, make_mesh
+from trlx_jax.models import attention as attn
 from trlx_jax.objectives.config import get_default_config
 from trlx_jax.trainer.batch import LogProbSpec, PolicyRecord, TrainBatch
 from trlx_jax.trainer.state import create_state, make_optimizer
@@ -49,8 +56,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--block_q", type=int, default=512)
     p.add_argument("--block_kv", type=int, default=512)
     p.add_argument("--chunk_size", type=int, default=1024, help="LogProbSpec.chunk_size")
+    p.add_argument("--time", action="store_true", help="time the attention op alone instead")
     a = p.parse_args()
-    if min(a.seq_lens) <= a.prompt_len:
+    if not a.time and min(a.seq_lens) <= a.prompt_len:
         p.error(f"every --seq_lens must exceed --prompt_len {a.prompt_len}")
     return a
 
@@ -84,6 +92,27 @@ def step_memory(a: argparse.Namespace, config: ModelConfig, length: int) -> tupl
     return memory_bytes(compiled)[0], time.perf_counter() - start
 
 
+def attention_seconds(a: argparse.Namespace, config: ModelConfig, length: int) -> float:
+    """Median seconds of one forward + backward of the attention op at `length` tokens."""
+    keys = jax.random.split(jax.random.key(0), 4)
+    q = jax.random.normal(keys[0], (a.batch, length, a.heads, a.head_dim))
+    k, v = (jax.random.normal(key, (a.batch, a.kv_heads, length, a.head_dim)) for key in keys[1:3])
+    w = jax.random.normal(keys[3], q.shape)
+    valid = jnp.ones((a.batch, length), bool)
+    impl = attn.resolve(config, length, length, cached=False)
+    mask = attn.AttentionMask(valid, 0, attn.dense_mask(valid, length) if impl == "dense"
+                              else None)
+    grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attn.attend(q, k, v, mask, impl, config) * w),
+                            argnums=(0, 1, 2)))
+    jax.block_until_ready(grad(q, k, v))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        jax.block_until_ready(grad(q, k, v))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main() -> None:
     a = parse_args()
     device = jax.devices()[0]
@@ -99,6 +128,14 @@ def main() -> None:
           f"{a.kv_heads} kv, head dim {a.head_dim}, MLP {a.mlp}, float32; batch {a.batch} x L "
           f"tokens ({a.prompt_len} prompt); blocks {a.block_q} x {a.block_kv}; clip loss, AdamW",
           flush=True)
+    if a.time:
+        print("| L | " + " | ".join(f"{k} s (fwd + bwd)" for k in a.kernels) + " |")
+        print("|---|" + "---|" * len(a.kernels))
+        for length in a.seq_lens:
+            cells = [f"{attention_seconds(a, dataclasses.replace(base, attention=k), length):.3f}"
+                     for k in a.kernels]
+            print(f"| {length:,} | " + " | ".join(cells) + " |", flush=True)
+        return
     variants = [(k, r) for k in a.kernels for r in a.remat]
     names = [f"{k}, remat {r}" for k, r in variants]
     print("| L | " + " | ".join(f"{n} MiB | x prev" for n in names) + " | compile s |")
