@@ -103,7 +103,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Checkpoints (run_dir/checkpoints, orbax, async) every `checkpoint_every` steps and at the
     # end, the last `keep_checkpoints` kept; a run restarted in its directory resumes exactly.
     # Resuming with a changed config is refused unless allow_config_change (then only the
-    # keys that are safe to change may differ: steps, evaluation, checkpointing, logging).
+    # keys that are safe to change may differ: steps, evaluation, checkpointing, logging,
+    # the mesh shape).
     # After `max_bad_steps` consecutive steps with a non-finite loss or gradient (those
     # updates are skipped) the run stops.
     c.train.checkpoint_every = 100

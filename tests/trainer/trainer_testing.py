@@ -48,3 +48,21 @@ def run_config(tmp_path, loss_name: str = "troll", **changes) -> ml_collections.
     overrides.update(changes)
     return load_config(os.path.join(ROOT, "configs", "default.py"),
                        [f"{k}={v}" for k, v in overrides.items()])
+
+
+def length_closeness(samples, prompts, outputs, **metadata) -> list[float]:
+    """A dense reward for tests: near 1 for completions of about 3 characters.
+
+    A few warm-up steps solve no problem, so the task's 0/1 reward alone leaves every advantage
+    at 0 and every update empty; this one varies within groups (`data.rewards=
+    "length_closeness:1"`), so losses, KL and gradients are really exercised.
+    """
+    return [1.0 / (1.0 + abs(len(o) - 3)) for o in outputs]
+
+
+def register_length_reward() -> None:
+    """Registers `length_closeness` as a reward term (once per process)."""
+    from trlx_jax.data.rewards import REWARDS
+
+    if "length_closeness" not in REWARDS:
+        REWARDS.register("length_closeness")(length_closeness)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -93,6 +94,8 @@ class Components:
     sampling: SamplingParams
     stop_ids: tuple[int, ...]
     pad_id: int
+    # Extra evaluation metrics: fn(samples, prompts, outputs, **metadata) -> {name: [N] floats}.
+    metric_fn: Callable[..., Mapping[str, Any]] | None = None
 
 
 def build_tokenizer(config: ml_collections.ConfigDict, run_dir: str) -> Any:

@@ -17,14 +17,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
 from trlx_jax.config import save_config
 from trlx_jax.data import PromptIterator, RLBatch
-from trlx_jax.trainer import phases
+from trlx_jax.trainer import hosts, phases
 from trlx_jax.trainer.batch import LogProbSpec, train_batch
 from trlx_jax.trainer.build import (
     DPPO_TOPK_LOSSES,
@@ -84,11 +83,15 @@ def _stop_signals() -> Iterator[_StopFlag]:
 class Trainer:
     """An RL run built from a config: `Trainer(config).run()` -> the summary dict."""
 
-    def __init__(self, config: ml_collections.ConfigDict, *, progress: bool | None = None):
+    def __init__(self, config: ml_collections.ConfigDict, *, progress: bool | None = None,
+                 parts: Components | None = None, warmup_parts: Components | None = None):
+        """`parts`: the components when the caller built them from `config` (the facade swaps
+        in its prompts and reward); `warmup_parts`: those the warm-up reads (default: parts)."""
         self.config = config
         self.run_dir = config.run_dir
         self.progress = config.logging.progress if progress is None else progress
-        self.parts: Components = build(config, self.run_dir)
+        self.parts: Components = build(config, self.run_dir) if parts is None else parts
+        self.warmup_parts: Components = warmup_parts or self.parts
         self.spec: LogProbSpec = logprob_spec(config)
         self.updates: UpdateSchedule = update_schedule(config)
         key = jax.random.key(config.seed)
@@ -100,7 +103,7 @@ class Trainer:
         """The starting policy: the (cached) supervised warm-up of the initial model."""
         from trlx_jax.trainer.warmup import supervised_warmup
 
-        return supervised_warmup(self.parts, self.config, progress=self.progress)
+        return supervised_warmup(self.warmup_parts, self.config, progress=self.progress)
 
     def evaluate(self, params: nnx.State, eval_prompts: RLBatch, step: int):
         """Greedy accuracy (and pass@k) on the held-out prompts."""
@@ -125,8 +128,9 @@ class Trainer:
             jax.block_until_ready(rollout.tokens)
         with timer("reward"):
             scored = phases.score(parts, prompts, rollout, g)
-            adv = phases.advantages(jnp.asarray(scored.rewards), estimator=c.advantage.estimator,
-                                    group_size=g, eps=c.advantage.std_eps)
+            adv = phases.advantages(hosts.to_global(scored.rewards, parts.mesh),
+                                    estimator=c.advantage.estimator, group_size=g,
+                                    eps=c.advantage.std_eps)
         batch = shard_batch(train_batch(rollout, adv), parts.mesh)
         with timer("logprob"):
             recompute = c.loss_name in TROLL_LOSSES and c.loss.troll_old_source == "recompute"
@@ -142,9 +146,11 @@ class Trainer:
                 run.state, step_metrics = run.step_fn(run.state, batch)
             step_metrics = jax.device_get(step_metrics)
         metrics = {k: float(v) for k, v in step_metrics.items()}
-        metrics.update(phases.reward_stats(scored, np.asarray(adv), g))
-        metrics.update(phases.rollout_stats(rollout, c.rollout.max_new_tokens))
-        generated = float(np.asarray(rollout.lengths).sum())
+        metrics.update(phases.reward_stats(phases.gathered(scored),
+                                           hosts.gather_rows(hosts.local_rows(adv, parts.mesh)),
+                                           g))
+        metrics.update(phases.rollout_stats(parts, rollout, c.rollout.max_new_tokens))
+        generated = metrics["response/tokens"]
         trained = generated * self.updates.epochs
         seconds = timer.seconds
         metrics.update({f"time/{k}": v for k, v in seconds.items()})
@@ -221,10 +227,14 @@ class Trainer:
         from tqdm.auto import tqdm
 
         bar = tqdm(range(first_step + 1, c.steps + 1), desc=f"RL ({self.config.loss_name})",
-                   disable=not self.progress, initial=first_step, total=c.steps)
+                   disable=not (self.progress and hosts.is_main()), initial=first_step,
+                   total=c.steps)
         bad_steps = 0
         for step in bar:
             metrics = self.iteration(run, next(prompts), step, ref_params)
+            # A signal reaches one process; all of them stop at the same step.
+            if hosts.any_process(stop.signal is not None) and stop.signal is None:
+                stop.signal = "stop signal on another process"
             if step % c.eval_every == 0 or step == c.steps:
                 metrics.update(self._record_eval(run, writer, eval_prompts, step))
             run.history.append(metrics)

@@ -14,11 +14,13 @@ from typing import Any
 import jax
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from trlx_jax.data import RLBatch, call_reward
 from trlx_jax.data.rewards import resolve_reward
 from trlx_jax.objectives import advantage_estimator
 from trlx_jax.rollout import FINISH_LENGTH, Rollout, SamplingParams, generate
+from trlx_jax.trainer import hosts
 from trlx_jax.trainer.batch import LogProbSpec, PolicyRecord, TrainBatch, policy_logprobs
 from trlx_jax.trainer.build import Components
 
@@ -28,19 +30,22 @@ def sample(
     num_samples: int, max_new_tokens: int, sampling: SamplingParams | None = None,
 ) -> Rollout:
     """G = num_samples completions of every prompt of `batch` (rows grouped per prompt)."""
+    tokens, mask = hosts.to_global((batch.prompts.tokens, batch.prompts.mask), parts.mesh)
     with jax.set_mesh(parts.mesh):
         return generate(
-            (parts.graphdef, params), batch.prompts.tokens, batch.prompts.mask, key=key,
+            (parts.graphdef, params), tokens, mask, key=key,
             max_new_tokens=max_new_tokens, num_samples=num_samples,
             sampling=parts.sampling if sampling is None else sampling,
             stop_ids=parts.stop_ids, pad_id=parts.pad_id,
         )
 
 
-def decode(tokenizer: Any, rollout: Rollout) -> list[str]:
-    """The completions as text (special tokens such as the stop token removed)."""
-    tokens = np.asarray(rollout.tokens)
-    lengths = np.asarray(rollout.lengths)
+def decode(tokenizer: Any, rollout: Rollout, mesh: Mesh | None = None) -> list[str]:
+    """The completions as text (special tokens such as the stop token removed); with `mesh`,
+    only this process's rows (see `hosts.local_rows`)."""
+    tokens, lengths = (rollout.tokens, rollout.lengths)
+    tokens, lengths = (np.asarray(tokens), np.asarray(lengths)) if mesh is None else \
+        hosts.local_rows((tokens, lengths), mesh)
     return tokenizer.batch_decode([row[:n].tolist() for row, n in zip(tokens, lengths,
                                                                        strict=True)],
                                   skip_special_tokens=True)
@@ -63,8 +68,9 @@ class Scored:
 
 
 def score(parts: Components, batch: RLBatch, rollout: Rollout, num_samples: int) -> Scored:
-    """Decodes the completions once and calls the reward terms with per-sample metadata."""
-    completions = decode(parts.tokenizer, rollout)
+    """Decodes this process's completions once and calls the reward terms on them with
+    per-sample metadata (each process scores the rows of its own prompts)."""
+    completions = decode(parts.tokenizer, rollout, parts.mesh)
     prompts = repeat_rows(batch.prompts.texts, num_samples)
     samples = [p + c for p, c in zip(prompts, completions, strict=True)]
     metadata = {k: repeat_rows(v, num_samples) for k, v in batch.metadata.items()}
@@ -111,19 +117,31 @@ def check_rollout(rollout: Rollout, spec: LogProbSpec, needs_record: bool) -> No
                          "record_top_k >= 1")
 
 
-def rollout_stats(rollout: Rollout, max_new_tokens: int) -> dict[str, float]:
-    """Response length mean / max and the fraction that hit the length limit."""
-    lengths = np.asarray(rollout.lengths)
-    hit_limit = np.asarray(rollout.finish_reason) == FINISH_LENGTH
+def gathered(scored: Scored) -> Scored:
+    """`scored` with rewards, reward terms and accuracy of every process's rows (for metrics);
+    the texts stay this process's."""
+    rewards, components, accuracy = hosts.gather_rows(
+        (scored.rewards, scored.components, scored.accuracy))
+    return dataclasses.replace(scored, rewards=rewards, components=components,
+                               accuracy=accuracy)
+
+
+def rollout_stats(parts: Components, rollout: Rollout, max_new_tokens: int) -> dict[str, float]:
+    """Response length mean / max / total and the fraction that hit the length limit."""
+    lengths, finish = hosts.gather_rows(
+        hosts.local_rows((rollout.lengths, rollout.finish_reason), parts.mesh))
+    hit_limit = finish == FINISH_LENGTH
     return {
         "response/length_mean": float(lengths.mean()),
         "response/length_max": float(lengths.max()),
+        "response/tokens": float(lengths.sum()),
         "response/hit_length_limit_frac": float((hit_limit & (lengths >= max_new_tokens)).mean()),
     }
 
 
 def reward_stats(scored: Scored, adv: np.ndarray, group_size: int) -> dict[str, float]:
-    """Reward mean/std (total and per term), accuracy, advantage stats, mixed-group fraction."""
+    """Reward mean/std (total and per term), accuracy, advantage stats, mixed-group fraction
+    (of `gathered` scores and advantages: every row of the global batch)."""
     out = {
         "reward/mean": float(scored.rewards.mean()),
         "reward/std": float(scored.rewards.std()),
@@ -150,35 +168,45 @@ def evaluate(
                                  record_top_k=0)
     rollout = sample(parts, params, batch, key, num_samples=1, max_new_tokens=max_new_tokens,
                      sampling=greedy)
-    scored = score(parts, batch, rollout, 1)
+    own = score(parts, batch, rollout, 1)
+    scored = gathered(own)
     metrics = {"eval/accuracy": float(scored.accuracy.mean()),
                "eval/reward_mean": float(scored.rewards.mean()),
                "eval/num_problems": float(len(scored.accuracy))}
-    metrics.update({f"eval/{k}": v for k, v in rollout_stats(rollout, max_new_tokens).items()})
+    metrics.update({f"eval/{k}": v for k, v in rollout_stats(parts, rollout, max_new_tokens)
+                    .items() if k != "response/tokens"})
+    if parts.metric_fn is not None:
+        samples = [p + c for p, c in zip(own.prompts, own.completions, strict=True)]
+        values = parts.metric_fn(samples, own.prompts, own.completions, **batch.metadata)
+        metrics.update({f"eval/metrics/{k}": float(np.mean(hosts.gather_rows(
+            np.asarray(v, np.float32)))) for k, v in values.items()})
     if pass_k > 0:
         sampling = dataclasses.replace(parts.sampling, record_top_k=0)
         many = sample(parts, params, batch, jax.random.fold_in(key, 1), num_samples=pass_k,
                       max_new_tokens=max_new_tokens, sampling=sampling)
-        correct = score(parts, batch, many, pass_k).accuracy.reshape(-1, pass_k)
+        correct = gathered(score(parts, batch, many, pass_k)).accuracy.reshape(-1, pass_k)
         metrics[f"eval/pass@{pass_k}"] = float((correct > 0).any(axis=1).mean())
-    answers = batch.metadata.get("answer", [None] * len(scored.prompts))
+    answers = batch.metadata.get("answer", [None] * len(own.prompts))
     rows = [
-        {"prompt": scored.prompts[i], "completion": scored.completions[i],
-         "answer": answers[i], "reward": float(scored.rewards[i]),
-         "correct": bool(scored.accuracy[i] > 0)}
-        for i in range(min(samples_logged, len(scored.prompts)))
+        {"prompt": own.prompts[i], "completion": own.completions[i],
+         "answer": answers[i], "reward": float(own.rewards[i]),
+         "correct": bool(own.accuracy[i] > 0)}
+        for i in range(min(samples_logged, len(own.prompts)))
     ]
     return metrics, rows
 
 
 def eval_batch(parts: Components, num_examples: int) -> RLBatch:
-    """The first `num_examples` test problems as one prompt batch."""
+    """This process's share of the first `num_examples` test problems, as one prompt batch
+    (with several processes, cut to a multiple of the mesh's batch shards)."""
     from trlx_jax.data import PromptIterator
 
     n = min(num_examples, len(parts.test_source))
+    if hosts.multi_process():
+        shards = parts.mesh.shape["data"] * parts.mesh.shape["fsdp"]
+        n -= n % shards
     source = parts.test_source[:n]
-    iterator = PromptIterator(source, parts.formatter, len(source), shuffle=False,
-                              process_index=0, process_count=1)
+    iterator = PromptIterator(source, parts.formatter, len(source), shuffle=False)
     return next(iterator)
 
 

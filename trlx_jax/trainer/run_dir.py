@@ -15,7 +15,7 @@ from trlx_jax.config import CONFIG_FILE_NAME, ConfigError
 # how long to run and how it is observed, never what is computed.
 SAFE_TO_CHANGE = ("train.steps", "train.eval_every", "train.eval_samples_logged",
                   "train.checkpoint_every", "train.keep_checkpoints", "train.max_bad_steps",
-                  "logging.")
+                  "logging.", "mesh.shape")
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -68,15 +68,21 @@ def create_state(
     caller's arrays (e.g. a reference policy) stay valid."""
     param_shardings = state_shardings(params, mesh)
     params = jax.device_put(params, param_shardings, may_alias=False)
-    with jax.set_mesh(mesh):
-        opt_state = jax.jit(tx.init)(params)
-    opt_shardings = jax.tree.map(lambda x: x.sharding, opt_state)
     rep = replicated(mesh)
+    # Adam's moments are laid out like their parameters (left to propagation, XLA replicates
+    # them), the rest (counts) replicated.
+    opt_shardings = optax.tree_map_params(
+        tx, lambda _, sharding: sharding, jax.eval_shape(tx.init, params), param_shardings,
+        transform_non_params=lambda _: rep,
+    )
+    with jax.set_mesh(mesh):
+        opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
     state = TrainState(
         params=params,
         opt_state=opt_state,
-        step=jax.device_put(jnp.zeros((), jnp.int32), rep),
-        key=jax.device_put(key, rep),
+        step=jax.device_put(np.zeros((), np.int32), rep),
+        # Through host data: a device array cannot be put on devices of other processes.
+        key=jax.random.wrap_key_data(jax.device_put(np.asarray(jax.random.key_data(key)), rep)),
     )
     shardings = TrainState(params=param_shardings, opt_state=opt_shardings, step=rep, key=rep)
     return state, shardings

@@ -23,6 +23,7 @@ from flax import nnx
 
 from trlx_jax.data import SupervisedIterator
 from trlx_jax.models import load_hf, save_hf
+from trlx_jax.trainer import hosts
 from trlx_jax.trainer.build import Components
 from trlx_jax.trainer.state import create_state, make_optimizer
 from trlx_jax.trainer.step import SFTBatch, make_sft_train_step, shard_batch
@@ -94,11 +95,12 @@ def _train(
     state, shardings = create_state(parts.params, tx, jax.random.key(config.seed), parts.mesh)
 
     def device_batch(b) -> SFTBatch:
-        return shard_batch(SFTBatch(
+        # Each process holds its rows of the global batch.
+        return shard_batch(hosts.to_global(SFTBatch(
             tokens=np.concatenate([b.prompts.tokens, b.completion_tokens], axis=1),
             attention_mask=np.concatenate([b.prompts.mask, b.completion_mask], axis=1),
             response_mask=b.completion_mask,
-        ), parts.mesh)
+        ), parts.mesh), parts.mesh)
 
     first = device_batch(next(iterator))
     step = make_sft_train_step(graphdef=parts.graphdef, tx=tx, schedule=schedule,
@@ -106,7 +108,8 @@ def _train(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    bar = tqdm(range(sft.steps), desc="warm-up (SFT)", disable=not progress, leave=False)
+    bar = tqdm(range(sft.steps), desc="warm-up (SFT)", disable=not (progress and hosts.is_main()),
+               leave=False)
     batch, metrics = first, {}
     with jax.set_mesh(parts.mesh):
         for i in bar:
