@@ -10,6 +10,7 @@ transpose), so no host ever holds a full copy per device.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -223,6 +224,14 @@ def _to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def _hf_config(config: ModelConfig) -> Any:
+    """The transformers config of `config`, llama3 RoPE's context length as the integer HF
+    expects (ModelConfig keeps every scaling parameter as a float; HF warns on 8192.0)."""
+    scaling = tuple((k, int(v) if k == "original_max_position_embeddings" else v)
+                    for k, v in config.rope_scaling)
+    return dataclasses.replace(config, rope_scaling=scaling).to_hf()
+
+
 def save_hf(
     model_or_state: Transformer | nnx.State,
     config: ModelConfig,
@@ -260,7 +269,7 @@ def save_hf(
     write = jax.process_index() == 0
     if write:
         os.makedirs(path, exist_ok=True)
-        config.to_hf().save_pretrained(path)
+        _hf_config(config).save_pretrained(path)
     names = ["model.safetensors"]
     if len(shards) > 1:
         names = [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]

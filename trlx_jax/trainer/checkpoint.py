@@ -59,13 +59,13 @@ class Checkpointer:
         )
 
     def restore_latest(
-        self, state: TrainState, shardings: TrainState
+        self, state: TrainState, shardings: TrainState, *, only_step: int | None = None
     ) -> tuple[int, TrainState, dict[str, Any]] | None:
-        """(step, state, meta) of the newest readable checkpoint, placed like `shardings`;
-        None without one. `state` gives the shapes (a checkpoint of another model shape is an
-        error that says so)."""
+        """(step, state, meta) of the newest readable checkpoint (with `only_step`: of that
+        one), placed like `shardings`; None without one. `state` gives the shapes (a
+        checkpoint of another model shape is an error that says so)."""
         target = _abstract(state, shardings)
-        for step in reversed(self.steps()):
+        for step in reversed(self.steps()) if only_step is None else [only_step]:
             try:
                 restored = self.manager.restore(
                     step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
