@@ -78,7 +78,8 @@ def check_shape(name: str, x: Any, expected: Sequence[int | None], layout: str,
         e is None or s == e for s, e in zip(shape, expected, strict=False)
     )
     if not fits:
-        want = tuple("?" if e is None else e for e in expected)
+        sizes = ["?" if e is None else str(e) for e in expected]
+        want = f"({', '.join(sizes)}{',' if len(sizes) == 1 else ''})"
         why = f" {reason}" if reason else ""
         raise ArgumentError(f"{name} must be {layout} = {want}{why}, got shape {shape}")
     return shape

@@ -115,3 +115,54 @@ def test_a_failing_reward_function_keeps_what_was_done(tmp_path, monkeypatch, ba
     assert [r["step"] for r in read_metrics(config.run_dir)] == [0, 1, 2]
     monkeypatch.setattr(phases, "score", original)
     assert Trainer(config).run()["resumed_from_step"] == 2
+
+
+def test_non_finite_inputs_of_a_step_are_counted_and_their_updates_skipped(tiny_model):
+    """A NaN behaviour log-prob or advantage never becomes a silent NaN loss: the step counts
+    it (`nonfinite/*`), skips the updates whose minibatch holds it, and the params stay finite;
+    the loop stops after train.max_bad_steps such steps (test_resume covers that part)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from trlx_jax.models import make_mesh
+    from trlx_jax.objectives.config import get_default_config
+    from trlx_jax.trainer.batch import LogProbSpec, PolicyRecord, TrainBatch
+    from trlx_jax.trainer.state import create_state
+    from trlx_jax.trainer.step import UpdateSchedule, make_rl_train_step
+
+    graphdef, params, config = tiny_model
+    rng = np.random.default_rng(0)
+    n, p, t = 8, 4, 4
+    response_mask = np.arange(t) < rng.integers(1, t + 1, size=(n, 1))
+    batch = TrainBatch(
+        tokens=jnp.asarray(rng.integers(0, config.vocab_size, (n, p + t)), jnp.int32),
+        attention_mask=jnp.asarray(np.concatenate([np.ones((n, p), bool), response_mask], 1)),
+        response_mask=jnp.asarray(response_mask),
+        advantages=jnp.asarray(rng.standard_normal(n), jnp.float32),
+        old=PolicyRecord(jnp.asarray(-rng.uniform(1, 5, (n, t)), jnp.float32)),
+    )
+    row = 0
+    bad_logp = batch.old.logp.at[row, 0].set(np.nan)
+    cases = {
+        "nonfinite/old_logp": batch._replace(old=batch.old._replace(logp=bad_logp)),
+        "nonfinite/advantages": batch._replace(advantages=batch.advantages.at[row].set(np.nan)),
+    }
+    mesh = make_mesh((1, 1, 1))
+    tx = optax.sgd(1e-2)
+    step = None
+    for key, bad in cases.items():
+        state, shardings = create_state(params, tx, jax.random.key(0), mesh)
+        step = step or make_rl_train_step(
+            graphdef=graphdef, tx=tx, schedule=optax.constant_schedule(1e-2), loss_name="clip",
+            loss_cfg=get_default_config(), logprob_spec=LogProbSpec(1.0),
+            vocab_size=config.vocab_size, updates=UpdateSchedule(1, 2, 1), mesh=mesh,
+            state_shardings=shardings, batch_example=bad)
+        with jax.set_mesh(mesh):
+            state, metrics = step(state, bad)
+        metrics = jax.device_get(metrics)
+        assert metrics[key] == 1, key
+        assert metrics["skipped_updates"] == 1, key  # the other minibatch still updates
+        assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+        assert int(state.step) == 1

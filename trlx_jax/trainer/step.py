@@ -101,6 +101,30 @@ def _accumulate(
     return grad_sum, loss_sums.sum(), denominators.sum(), _stack_merge(metrics)
 
 
+NONFINITE_KEYS = ("nonfinite/logp", "nonfinite/old_logp", "nonfinite/old_topk_logp",
+                  "nonfinite/advantages")
+
+
+def nonfinite_counts(new_logp: jax.Array, mb: TrainBatch) -> dict[str, Metric]:
+    """Counts of non-finite values a loss would turn into a NaN loss (or hide behind a `where`):
+    current and behaviour log-probs [N, T] on response tokens, NaN in the behaviour top-K, and
+    advantages of rows with response tokens (NaN rewards end up there)."""
+    valid = mb.response_mask.astype(bool)
+
+    def count(bad: jax.Array) -> Metric:
+        return Metric.sum(jnp.sum(bad))
+
+    rows = valid.any(axis=-1) if mb.advantages.ndim == 1 else valid
+    topk = mb.old.topk_logp
+    return {
+        "nonfinite/logp": count(valid & ~jnp.isfinite(new_logp)),
+        "nonfinite/old_logp": count(valid & ~jnp.isfinite(mb.old.logp)),
+        "nonfinite/old_topk_logp": count(jnp.zeros((), bool) if topk is None else
+                                         valid[..., None] & jnp.isnan(topk)),
+        "nonfinite/advantages": count(rows & ~jnp.isfinite(mb.advantages)),
+    }
+
+
 def _apply(
     tx: optax.GradientTransformation, state: TrainState, grad_sum: nnx.State, denominator
 ) -> tuple[TrainState, jax.Array]:
@@ -141,8 +165,9 @@ def make_rl_train_step(
     """The jitted `rl_train_step(state, batch) -> (state, metrics)` (batch: the rollout's N rows).
 
     metrics: every loss metric merged over all updates, `loss` and `grad_norm` (means over the
-    updates), `grad_norm_max`, `lr` (of the last update), `skipped_updates` (updates whose loss
-    or gradient was not finite: skipped, the state left as it was), and
+    updates), `grad_norm_max`, `lr` (of the last update), `skipped_updates` (updates whose loss,
+    gradient or inputs were not finite: skipped, the state left as it was), the counts
+    `nonfinite/*` of `nonfinite_counts` summed over the updates, and
     `mismatch/abs_log_ratio_mean|max` of the first minibatch, taken before any update: the
     sampler-vs-trainer log-prob mismatch.
     """
@@ -153,7 +178,8 @@ def make_rl_train_step(
         loss_sum, denominator, metrics = loss_fn(loss_inputs(mb, new, vocab_size), loss_cfg)
         valid = mb.response_mask.astype(bool)
         abs_log_r = jnp.abs(new.record.logp - mb.old.logp)
-        metrics = {**metrics, "abs_log_ratio_max": Metric.max(abs_log_r, valid)}
+        metrics = {**metrics, "abs_log_ratio_max": Metric.max(abs_log_r, valid),
+                   **nonfinite_counts(new.record.logp, mb)}
         return loss_sum, (denominator, metrics)
 
     def minibatch_update(state: TrainState, mb: TrainBatch):
@@ -162,8 +188,9 @@ def make_rl_train_step(
         lr = schedule(state.step)
         updated, grad_norm = _apply(tx, state, grad_sum, denominator)
         loss = jnp.where(denominator > 0, loss_sum / jnp.maximum(denominator, 1e-30), 0.0)
-        # A non-finite loss or gradient skips the update: the state stays as it was.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # A non-finite loss, gradient or input skips the update: the state stays as it was.
+        bad_inputs = sum(metrics[k].total for k in NONFINITE_KEYS) > 0
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & ~bad_inputs
         keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
         state = state.replace(params=keep(updated.params, state.params),
                               opt_state=keep(updated.opt_state, state.opt_state),
