@@ -103,6 +103,7 @@ def plot_phase_times(groups: Sequence[Group], phases: Sequence[str] = PHASES) ->
     ax.set_yticks(range(len(groups)), [g.label for g in groups], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("seconds per RL iteration (median over steps, mean over seeds)", fontsize=8)
-    ax.legend(fontsize=7, ncols=len(phases), loc="lower right")
+    ax.legend(fontsize=7, ncols=len(phases), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
     ax.grid(alpha=0.3, axis="x")
     return fig
