@@ -31,9 +31,11 @@ setup(
         "test": [
             "pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "scipy>=1.11", "ruff>=0.6",
             "math-verify>=0.7", "wandb>=0.19",
+            # The notebook tests execute notebooks/ headless (the notebooks extra).
+            "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "filelock>=3.12",
         ],
         "wandb": ["wandb>=0.19"],
         "math": ["math-verify>=0.7"],
-        "notebooks": ["nbclient>=0.10", "ipykernel>=6"],
+        "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.8"],
     },
 )
