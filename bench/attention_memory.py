@@ -102,13 +102,15 @@ def attention_seconds(a: argparse.Namespace, config: ModelConfig, length: int) -
     impl = attn.resolve(config, length, length, cached=False)
     mask = attn.AttentionMask(valid, 0, attn.dense_mask(valid, length) if impl == "dense"
                               else None)
-    grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attn.attend(q, k, v, mask, impl, config) * w),
-                            argnums=(0, 1, 2)))
-    jax.block_until_ready(grad(q, k, v))
+    # Arrays as arguments, not closed-over constants (XLA would constant-fold them).
+    grad = jax.jit(jax.grad(
+        lambda q, k, v, w, mask: jnp.sum(attn.attend(q, k, v, mask, impl, config) * w),
+        argnums=(0, 1, 2)))
+    jax.block_until_ready(grad(q, k, v, w, mask))
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        jax.block_until_ready(grad(q, k, v))
+        jax.block_until_ready(grad(q, k, v, w, mask))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

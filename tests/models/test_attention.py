@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 from hf_testing import padded_batch
 
-from trlx_jax.models import ModelConfig, forward, init_model, make_mesh
+from trlx_jax.models import ModelConfig, forward, init_cache, init_model, make_mesh
 from trlx_jax.models import attention as attn
 
 TOL = 1e-5
@@ -202,3 +202,18 @@ def test_transformer_blockwise_equals_dense_on_a_mesh():
     np.testing.assert_allclose(l2, l1, rtol=TOL)
     for a, b in zip(jax.tree.leaves(g2), jax.tree.leaves(g1), strict=True):
         np.testing.assert_allclose(a, b, atol=TOL * max(1.0, float(np.abs(b).max())))
+
+
+def test_prefill_with_blockwise_equals_dense():
+    # model.attention="blockwise" also runs the sampler's prefill: here a chunk written at
+    # cache index 4 (queries at slots 4..10; the empty slots 0..3 are invalid keys).
+    tokens, mask, positions = padded_batch(MODEL.vocab_size, batch=3, length=7)
+    graphdef, state = nnx.split(init_model(MODEL))
+    blockwise = _with_config(graphdef, state, dataclasses.replace(
+        MODEL, attention="blockwise", attention_block_q=4, attention_block_kv=3))
+    cache = init_cache(MODEL, 3, max_len=16)._replace(index=jnp.int32(4))
+    hidden = [jax.jit(forward, static_argnums=0, static_argnames="window")(
+        g, state, tokens, positions, mask, cache=cache, window=11)[0]
+        for g in (graphdef, blockwise)]
+    np.testing.assert_allclose(np.asarray(hidden[1])[mask], np.asarray(hidden[0])[mask],
+                               atol=TOL)
