@@ -7,6 +7,8 @@ Public names load lazily (jax/flax/transformers are imported on first use):
     positions_from_mask, init_model
     KVCache, init_cache,            cache.py        the decode-path cache pytree
     next_positions
+    (attention.py: the attention kernels, dense / blockwise / cuDNN / splash, and their
+    choice; flops.py: model FLOPs per step; import those modules directly)
     load_hf, save_hf                hf_io.py        HF safetensors checkpoints
     make_mesh, RULES, MESH_AXES,    sharding.py     logical-axis rules -> mesh shardings
     replace_rules, state_shardings, shard_model,
