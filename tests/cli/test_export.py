@@ -18,6 +18,7 @@ from gsm8k_testing import (
     greedy_transformers,
     make_world,
     shared_root,
+    world_overrides,
 )
 from safetensors.numpy import load_file
 
@@ -109,3 +110,24 @@ def test_llama3_rope_checkpoint_round_trips_without_warnings(tmp_path, caplog):
     assert greedy_ours(source, ids, 12) == completions
     assert completions == greedy_transformers(load_quietly(source, caplog)[0], ids, 12)
 
+
+
+@pytest.mark.slow
+def test_gsm8k_llama_config_through_the_cli_then_export(tmp_path, caplog, capsys):
+    """configs/gsm8k.py:llama3.2-1b on a tiny random Llama 3 (llama3 RoPE, no pad token) via
+    cli.train, exported by cli.export, completes greedily as transformers does."""
+    from trlx_jax.cli import train as train_cli
+
+    world = make_world(tmp_path, "llama")
+    argv = [f"--config={ROOT / 'configs' / 'gsm8k.py'}:llama3.2-1b",
+            f"--config.run_dir={tmp_path / 'run'}"]
+    argv += [f"--config.{k}={v}" for k, v in world_overrides(world, "llama").items()]
+    assert train_cli.main(argv) == 0
+    assert "RL changed greedy test accuracy by" in capsys.readouterr().out
+    out = tmp_path / "hf"
+    assert export_cli.main([f"--run_dir={tmp_path / 'run'}", f"--out={out}"]) == 0
+    model, tokenizer, messages = load_quietly(out, caplog)
+    assert messages == []
+    assert tokenizer.eos_token == "<|eot_id|>"
+    ids = chat_prompt_ids(tokenizer, QUESTIONS)
+    assert greedy_ours(out, ids, 12) == greedy_transformers(model, ids, 12)
