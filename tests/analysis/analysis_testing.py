@@ -57,7 +57,7 @@ TINY = {
     "logging.progress": False,
     "mesh.shape": (1, 1, 1),
 }
-SWEEP_METHODS = ("clip", "dppo_binary_tv")
+SWEEP_METHODS = ("clip", "troll")  # troll: quickstart trains the default, TROLL
 SWEEP_SEEDS = (0, 1)
 
 

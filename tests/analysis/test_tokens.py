@@ -18,6 +18,8 @@ from trlx_jax.analysis.demo import config_file
 from trlx_jax.config import load_config
 
 K = 8
+# The tiny sweep behind these (shared with the notebook tests) takes minutes on 2 cores.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

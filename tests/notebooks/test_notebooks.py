@@ -2,15 +2,19 @@
 and shows and saves its figures; the stored notebooks carry no outputs.
 
 The notebooks read their inputs from the environment (TRLX_JAX_RUNS, TRLX_JAX_RUN,
-TRLX_JAX_FIGURES, TRLX_JAX_QUICKSTART), which their kernels inherit.
+TRLX_JAX_FIGURES, TRLX_JAX_QUICKSTART), which their kernels inherit. The executions (and the
+tiny sweep they share with tests/analysis/test_tokens.py) take minutes on 2 cores: they are
+marked slow (`python -m pytest -q -m slow tests/notebooks tests/analysis`); the check that the
+notebooks are stored clean is not.
 """
 
 import glob
+import json
 import os
 
 import nbformat
 import pytest
-from analysis_testing import ROOT, SWEEP_METHODS
+from analysis_testing import ROOT, SWEEP_METHODS, TINY
 from nbclient import NotebookClient
 
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
@@ -18,6 +22,7 @@ NOTEBOOKS = os.path.join(ROOT, "notebooks")
 FIGURES = {
     "inspect_results": ("learning_curves", "phase_times"),
     "troll_projection": ("simplex", "eta_curve", "token_support", "troll_vs_dppo"),
+    "quickstart": ("learning_curves",),
 }
 
 
@@ -46,6 +51,7 @@ def _check_figures(nb: nbformat.NotebookNode, out_dir, names) -> None:
     assert _images(nb) == len(names)
 
 
+@pytest.mark.slow
 def test_inspect_results(tiny_sweep_runs, tmp_path):
     runs, cache = tiny_sweep_runs
     nb = _execute("inspect_results", tmp_path, {**cache, "TRLX_JAX_RUNS": runs,
@@ -58,12 +64,35 @@ def test_inspect_results(tiny_sweep_runs, tmp_path):
         assert f"| loss_name={method} | 0,1 |" in text
 
 
+@pytest.mark.slow
 def test_troll_projection(tiny_sweep_runs, tmp_path):
     runs, cache = tiny_sweep_runs
     run = os.path.join(runs, f"{SWEEP_METHODS[0]}__seed-0")
     nb = _execute("troll_projection", tmp_path, {**cache, "TRLX_JAX_RUN": run,
                                                 "TRLX_JAX_FIGURES": str(tmp_path / "fig")})
     _check_figures(nb, tmp_path / "fig", FIGURES["troll_projection"])
+
+
+@pytest.mark.slow
+def test_quickstart(tiny_sweep_runs, tmp_path):
+    """The facade trains the embedded default (TROLL) at the sweep's tiny size (so the kernel
+    finds every program in the sweep's compilation cache), then plots and generates."""
+    runs, cache = tiny_sweep_runs
+    overrides = {**TINY, "data.data_dir": os.path.join(os.path.dirname(runs), "tfds"),
+                 "run_dir": str(tmp_path / "run")}
+    nb = _execute("quickstart", tmp_path, {
+        **cache, "TRLX_JAX_FIGURES": str(tmp_path / "fig"),
+        "TRLX_JAX_QUICKSTART": json.dumps({k.replace(".", "__"): v for k, v in overrides.items()}),
+    })
+    _check_figures(nb, tmp_path / "fig", FIGURES["quickstart"])
+    with open(tmp_path / "run" / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["loss_name"] == "troll" and summary["steps"] == TINY["train.steps"]
+    printed = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                      for out in cell.outputs if out.get("name") == "stdout")
+    for prompt in ("12+34=", "71-15=", "8+9=", "40-63="):
+        assert prompt in printed
+    assert "greedy test accuracy after RL" in printed
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(NOTEBOOKS, "*.ipynb"))),
