@@ -64,6 +64,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.rollout.top_p = 1.0
     c.rollout.top_k = 0
     c.rollout.record_top_k = 64
+    # Weights while sampling: "gathered" over the fsdp axis once per rollout (decoding reads
+    # every weight at every token), or "training" (the ZeRO-3 layout as is: less memory, one
+    # all-gather per layer and token). No difference without an fsdp axis.
+    c.rollout.weights = "gathered"
 
     c.advantage = ml_collections.ConfigDict()
     c.advantage.estimator = "grpo"

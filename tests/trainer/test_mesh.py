@@ -9,18 +9,15 @@ order of a sharded reduction changes their last bits.
 """
 
 import json
-import math
 
 import jax
 import pytest
-from trainer_testing import register_length_reward, run_config
+from trainer_testing import assert_same_metrics, register_length_reward, run_config
 
 from trlx_jax.models.sharding import state_shardings
 from trlx_jax.trainer.loop import Trainer
 
 MESHES = [(8, 1, 1), (2, 2, 2), (1, 2, 4)]
-EXACT_PREFIXES = ("reward", "accuracy", "response/", "eval/", "advantage", "skipped")
-NOT_COMPARED = ("time/", "tokens_per_s/")
 
 
 def _overrides(tmp_path_factory, shape) -> dict:
@@ -50,21 +47,6 @@ def reference(tmp_path_factory):
     return _run(tmp_path_factory, (1, 1, 1))[0]
 
 
-def assert_same_metrics(reference: list[dict], rows: list[dict], where: str) -> None:
-    """Equal rewards/accuracy/lengths, other metrics within 1e-4 relative (1e-6 absolute)."""
-    assert [r["step"] for r in rows] == [r["step"] for r in reference]
-    for ref, row in zip(reference, rows, strict=True):
-        assert set(row) == set(ref), f"{where}, step {ref['step']}: other metric keys"
-        for key, value in ref.items():
-            if key.startswith(NOT_COMPARED) or not isinstance(value, (int, float)):
-                continue
-            if key.startswith(EXACT_PREFIXES):
-                assert row[key] == value, f"{where}, step {ref['step']}: {key}"
-            else:
-                assert math.isclose(row[key], value, rel_tol=1e-4, abs_tol=1e-6), (
-                    f"{where}, step {ref['step']}: {key} = {row[key]} vs {value} on one device")
-
-
 @pytest.mark.parametrize("shape", MESHES, ids=lambda s: "x".join(map(str, s)))
 def test_run_on_a_mesh_equals_the_one_device_run(tmp_path_factory, reference, shape):
     rows, trainer = _run(tmp_path_factory, shape)
@@ -87,3 +69,36 @@ def test_run_on_a_mesh_equals_the_one_device_run(tmp_path_factory, reference, sh
         for actual, rule in zip(jax.tree.leaves(moments), jax.tree.leaves(expected),
                                 strict=True):
             assert actual.sharding.is_equivalent_to(rule, actual.ndim), (actual.sharding, rule)
+
+
+def test_gathered_sampling_weights_sample_the_same_completions():
+    """rollout.weights="gathered" drops "fsdp" from every weight's sharding (tensor kept) and
+    samples exactly what the ZeRO-3 layout samples."""
+    import types
+
+    import numpy as np
+    from flax import nnx
+    from trainer_testing import tiny_model_config
+
+    from trlx_jax.models import init_model, make_mesh, shard_model
+    from trlx_jax.rollout import SamplingParams, generate
+    from trlx_jax.trainer.phases import sampling_weights
+
+    mesh = make_mesh((1, 4, 2))
+    model = init_model(tiny_model_config(), seed=0)
+    shard_model(model, mesh)
+    graphdef, params = nnx.split(model)
+    parts = types.SimpleNamespace(mesh=mesh)
+    gathered = sampling_weights(parts, params, "gathered")
+    assert sampling_weights(parts, params, "training") is params
+    specs = [x.sharding.spec for x in jax.tree.leaves(gathered)]
+    assert all("fsdp" not in jax.tree.leaves(tuple(s)) for s in specs)
+    assert any("tensor" in jax.tree.leaves(tuple(s)) for s in specs)
+    tokens = np.random.default_rng(0).integers(1, 60, (8, 5)).astype(np.int32)
+    mask = np.ones_like(tokens, bool)
+    sampling = SamplingParams(temperature=1.0, record_top_k=4)
+    with jax.set_mesh(mesh):
+        a, b = (generate((graphdef, w), tokens, mask, key=jax.random.key(1), max_new_tokens=6,
+                         sampling=sampling) for w in (params, gathered))
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+    np.testing.assert_allclose(np.asarray(a.logp), np.asarray(b.logp), rtol=1e-5, atol=1e-6)

@@ -1,5 +1,6 @@
 """Helpers of the trainer tests: a tiny model config and a tiny run config."""
 
+import math
 import os
 
 import ml_collections
@@ -66,3 +67,24 @@ def register_length_reward() -> None:
 
     if "length_closeness" not in REWARDS:
         REWARDS.register("length_closeness")(length_closeness)
+
+
+# Metrics equal on every mesh and process count (the same completions are sampled), and those
+# that are not compared (wall-clock).
+EXACT_PREFIXES = ("reward", "accuracy", "response/", "eval/", "advantage", "skipped")
+NOT_COMPARED = ("time/", "tokens_per_s/")
+
+
+def assert_same_metrics(reference: list[dict], rows: list[dict], where: str) -> None:
+    """Equal rewards/accuracy/lengths, other metrics within 1e-4 relative (1e-6 absolute)."""
+    assert [r["step"] for r in rows] == [r["step"] for r in reference]
+    for ref, row in zip(reference, rows, strict=True):
+        assert set(row) == set(ref), f"{where}, step {ref['step']}: other metric keys"
+        for key, value in ref.items():
+            if key.startswith(NOT_COMPARED) or not isinstance(value, (int, float)):
+                continue
+            if key.startswith(EXACT_PREFIXES):
+                assert row[key] == value, f"{where}, step {ref['step']}: {key}"
+            else:
+                assert math.isclose(row[key], value, rel_tol=1e-4, abs_tol=1e-6), (
+                    f"{where}, step {ref['step']}: {key} = {row[key]} vs {value} on one device")

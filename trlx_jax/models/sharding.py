@@ -64,6 +64,13 @@ def replace_rules(rules: Rules = RULES, **changes: MeshAxes) -> Rules:
     return tuple(table.items())
 
 
+# The layout of the weights while sampling: gathered over "fsdp", "tensor" kept. Decoding reads
+# every weight at every token, so ZeRO-3 weights would be all-gathered layer by layer at every
+# decoded token; gathered once per rollout instead (rollout.weights="gathered"), they cost one
+# all-gather and the memory of the weights split over "tensor" only.
+SAMPLING_RULES: Rules = replace_rules(embed=None)
+
+
 def make_mesh(shape: Sequence[int], devices: Sequence[Any] | None = None) -> Mesh:
     """A mesh of `shape` (data, fsdp, tensor) over the first prod(shape) devices, Auto axes."""
     if len(shape) != len(MESH_AXES):

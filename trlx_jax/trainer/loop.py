@@ -111,7 +111,7 @@ class Trainer:
         return phases.evaluate(
             self.parts, params, eval_prompts, jax.random.fold_in(self.eval_key, step),
             max_new_tokens=self.config.rollout.max_new_tokens, pass_k=t.eval_pass_k,
-            samples_logged=t.eval_samples_logged,
+            samples_logged=t.eval_samples_logged, weights=self.config.rollout.weights,
         )
 
     def iteration(self, run: RunState, prompts: RLBatch, step: int,
@@ -122,7 +122,8 @@ class Trainer:
         with timer("rollout"):
             rollout = phases.sample(parts, run.state.params, prompts,
                                     jax.random.fold_in(self.rollout_key, step), num_samples=g,
-                                    max_new_tokens=c.rollout.max_new_tokens)
+                                    max_new_tokens=c.rollout.max_new_tokens,
+                                    weights=c.rollout.weights)
             phases.check_rollout(rollout, self.spec, needs_record=c.loss_name in
                                  TROLL_LOSSES + DPPO_TOPK_LOSSES)
             jax.block_until_ready(rollout.tokens)

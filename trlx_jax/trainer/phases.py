@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 
 from trlx_jax.data import RLBatch, call_reward
 from trlx_jax.data.rewards import resolve_reward
+from trlx_jax.models.sharding import SAMPLING_RULES, state_shardings
 from trlx_jax.objectives import advantage_estimator
 from trlx_jax.rollout import FINISH_LENGTH, Rollout, SamplingParams, generate
 from trlx_jax.trainer import hosts
@@ -25,12 +26,23 @@ from trlx_jax.trainer.batch import LogProbSpec, PolicyRecord, TrainBatch, policy
 from trlx_jax.trainer.build import Components
 
 
+def sampling_weights(parts: Components, params: nnx.State, layout: str) -> nnx.State:
+    """The weights in their sampling layout: "gathered" (over fsdp, `SAMPLING_RULES`; no copy
+    when fsdp is 1) or "training" (as they are: ZeRO-3 gathers each layer at every token)."""
+    if layout == "training" or parts.mesh.shape["fsdp"] == 1:
+        return params
+    return jax.device_put(params, state_shardings(params, parts.mesh, SAMPLING_RULES))
+
+
 def sample(
     parts: Components, params: nnx.State, batch: RLBatch, key: jax.Array, *,
     num_samples: int, max_new_tokens: int, sampling: SamplingParams | None = None,
+    weights: str = "gathered",
 ) -> Rollout:
-    """G = num_samples completions of every prompt of `batch` (rows grouped per prompt)."""
+    """G = num_samples completions of every prompt of `batch` (rows grouped per prompt), with
+    the weights in layout `weights` (see `sampling_weights`)."""
     tokens, mask = hosts.to_global((batch.prompts.tokens, batch.prompts.mask), parts.mesh)
+    params = sampling_weights(parts, params, weights)
     with jax.set_mesh(parts.mesh):
         return generate(
             (parts.graphdef, params), tokens, mask, key=key,
@@ -74,7 +86,9 @@ def score(parts: Components, batch: RLBatch, rollout: Rollout, num_samples: int)
     prompts = repeat_rows(batch.prompts.texts, num_samples)
     samples = [p + c for p, c in zip(prompts, completions, strict=True)]
     metadata = {k: repeat_rows(v, num_samples) for k, v in batch.metadata.items()}
-    components = parts.reward.components(samples, prompts, completions, **metadata)
+    # float32 like the total (and like the gathered values of several processes).
+    components = {k: np.asarray(v, np.float32) for k, v in
+                  parts.reward.components(samples, prompts, completions, **metadata).items()}
     rewards = parts.reward.total(components).astype(np.float32)
     name = parts.accuracy_reward
     if name in components:
@@ -161,13 +175,14 @@ def reward_stats(scored: Scored, adv: np.ndarray, group_size: int) -> dict[str, 
 
 def evaluate(
     parts: Components, params: nnx.State, batch: RLBatch, key: jax.Array, *,
-    max_new_tokens: int, pass_k: int, samples_logged: int,
+    max_new_tokens: int, pass_k: int, samples_logged: int, weights: str = "gathered",
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy accuracy on `batch` (and pass@k with k samples at the rollout's sampling)."""
     greedy = dataclasses.replace(parts.sampling, temperature=0.0, top_k=0, top_p=1.0,
                                  record_top_k=0)
+    params = sampling_weights(parts, params, weights)  # once for both samplings
     rollout = sample(parts, params, batch, key, num_samples=1, max_new_tokens=max_new_tokens,
-                     sampling=greedy)
+                     sampling=greedy, weights="training")
     own = score(parts, batch, rollout, 1)
     scored = gathered(own)
     metrics = {"eval/accuracy": float(scored.accuracy.mean()),
@@ -183,7 +198,7 @@ def evaluate(
     if pass_k > 0:
         sampling = dataclasses.replace(parts.sampling, record_top_k=0)
         many = sample(parts, params, batch, jax.random.fold_in(key, 1), num_samples=pass_k,
-                      max_new_tokens=max_new_tokens, sampling=sampling)
+                      max_new_tokens=max_new_tokens, sampling=sampling, weights="training")
         correct = gathered(score(parts, batch, many, pass_k)).accuracy.reshape(-1, pass_k)
         metrics[f"eval/pass@{pass_k}"] = float((correct > 0).any(axis=1).mean())
     answers = batch.metadata.get("answer", [None] * len(own.prompts))

@@ -32,8 +32,9 @@ def config_differences(
     """(key, saved value, new value) for every leaf that differs, in key order."""
     new = dict(_flat(json.loads(config.to_json_best_effort())))
     old = dict(_flat(saved))
-    # The permission itself is not part of what a run is.
-    keys = sorted((set(old) | set(new)) - {"train.allow_config_change"})
+    # Neither the permission itself nor where the directory lies (runs get copied, e.g. from
+    # a pod to a laptop, and resumed there) is part of what a run is.
+    keys = sorted((set(old) | set(new)) - {"train.allow_config_change", "run_dir"})
     return [(k, old.get(k, "<absent>"), new.get(k, "<absent>")) for k in keys
             if old.get(k) != new.get(k)]
 

@@ -54,6 +54,7 @@ DOMAINS: dict[str, Domain | Choice] = {
     "data.prompts_per_step": _POSITIVE,
     "rollout.num_samples": _POSITIVE,
     "rollout.max_new_tokens": _POSITIVE,
+    "rollout.weights": Choice(("gathered", "training")),
     **{f"rollout.{k}": d for k, d in SAMPLING_DOMAINS.items()},
     "advantage.std_eps": Domain(0, finite=True),
     **{f"loss.{k}": d for k, d in LOSS_DOMAINS.items()},
