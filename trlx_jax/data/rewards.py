@@ -170,7 +170,9 @@ def _check_inputs(
 def _describe(i: int, samples: Sequence[str], outputs: Sequence[str], metadata: Mapping) -> str:
     if not 0 <= i < len(outputs):
         return "(no sample)"
-    fields = {k: v[0] for k, v in _sample_slice(metadata, i).items() if isinstance(v, list)}
+    # This sample's entry of each per-sample list; values shared by all samples as they are.
+    fields = {k: v[i] if _per_sample(v) else v for k, v in metadata.items()}
+    fields = {k: v[:100] if isinstance(v, str) else v for k, v in fields.items()}
     return (
         f"sample {i}: output={outputs[i][:300]!r}, sample={samples[i][:300]!r}, metadata={fields}"
     )

@@ -96,6 +96,15 @@ def kl_projection(
     for `a` and `eps`, and the exact VJP for `b` (zero wherever the row is not projected).
     """
     _check_args(a, b, valid, eps)
+    return _kl_projection(a, b, valid, eps)
+
+
+# One compiled program per shape also for eager calls (op by op, one call took seconds).
+@jax.jit
+def _kl_projection(
+    a: jax.Array, b: jax.Array, valid: jax.Array, eps: float | jax.Array
+) -> tuple[jax.Array, ProjectionInfo]:
+    """`kl_projection` after its host-side checks."""
     dtype = jnp.promote_types(jnp.result_type(a, b), jnp.float32)
     a = jnp.asarray(a, dtype)
     b = jnp.asarray(b, dtype)

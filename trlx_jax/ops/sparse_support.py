@@ -20,6 +20,7 @@ Inputs must list distinct ids within each top-K row (as `lax.top_k` does); their
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -136,6 +137,20 @@ def sparse_support(
         raise ValueError("new_logp_on_union needs new_logp_at_old_topk")
     _check_args(new_topk_ids, new_topk_logp, old_topk_ids, old_topk_logp, sampled_ids,
                 new_sampled_logp, old_sampled_logp, vocab_size, k, delta, new_logp_at_old_topk)
+    return _sparse_support(new_topk_ids, new_topk_logp, old_topk_ids, old_topk_logp, sampled_ids,
+                           new_sampled_logp, old_sampled_logp, vocab_size, k, delta,
+                           new_logp_at_old_topk, new_logp_on_union)
+
+
+# One compiled program per shape also for eager calls (op by op, one call took seconds).
+@functools.partial(jax.jit, static_argnums=11)
+def _sparse_support(
+    new_topk_ids: jax.Array, new_topk_logp: jax.Array, old_topk_ids: jax.Array,
+    old_topk_logp: jax.Array, sampled_ids: jax.Array, new_sampled_logp: jax.Array,
+    old_sampled_logp: jax.Array, vocab_size: int | jax.Array, k: int | jax.Array,
+    delta: float | jax.Array, new_logp_at_old_topk: jax.Array | None, new_logp_on_union: bool,
+) -> SparseSupport:
+    """`sparse_support` after its host-side checks."""
     k = jnp.minimum(k, vocab_size)
     dtype = jnp.promote_types(jnp.result_type(new_topk_logp, old_topk_logp), jnp.float32)
     floor = jnp.asarray(LOG_FLOOR, dtype)
