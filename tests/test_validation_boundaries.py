@@ -190,3 +190,10 @@ def test_reward_harness_with_per_prompt_metadata_says_one_entry_per_sample():
         call_reward(lambda s, p, o: [0.0], "1", "1", "1")
     with pytest.raises(ValueError, match=r"token_ids\[0\] must be a list of integer token ids"):
         left_pad([[1.5, 2.0]], 4, 0)
+
+
+def test_registry_lookups_of_non_strings_list_the_names():
+    """The lookup's own error path used to crash (difflib on None, hashing a list)."""
+    for bad in (None, ["clip"], 3):
+        with pytest.raises(KeyError, match=r"unknown policy loss .*Valid names: cispo, clip"):
+            policy_loss(bad)

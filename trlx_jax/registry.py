@@ -36,8 +36,10 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Returns the entry for `name` or raises a KeyError that names the valid choices."""
-        if name not in self._entries:
-            close = difflib.get_close_matches(name, self._entries, n=3)
+        # A non-string (None, a list) gets the list of names too, not a TypeError.
+        if not isinstance(name, str) or name not in self._entries:
+            close = difflib.get_close_matches(name, self._entries, n=3) if isinstance(
+                name, str) else []
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             valid = ", ".join(sorted(self._entries))
             raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint} Valid names: {valid}")
