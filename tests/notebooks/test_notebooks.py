@@ -39,6 +39,12 @@ def _execute(name: str, workdir, env: dict[str, str]) -> nbformat.NotebookNode:
     return nb
 
 
+def _outputs(nb: nbformat.NotebookNode, mime: str) -> str:
+    """Every `mime` output of the executed notebook, joined."""
+    return "".join(str(out.get("data", {}).get(mime, "")) for cell in nb.cells
+                   if cell.cell_type == "code" for out in cell.outputs)
+
+
 def _images(nb: nbformat.NotebookNode) -> int:
     return sum("image/png" in out.get("data", {}) for cell in nb.cells
                if cell.cell_type == "code" for out in cell.outputs)
@@ -57,11 +63,11 @@ def test_inspect_results(tiny_sweep_runs, tmp_path):
     nb = _execute("inspect_results", tmp_path, {**cache, "TRLX_JAX_RUNS": runs,
                                                "TRLX_JAX_FIGURES": str(tmp_path / "fig")})
     _check_figures(nb, tmp_path / "fig", FIGURES["inspect_results"])
-    text = "".join(str(out.get("data", {}).get("text/markdown", "")) for cell in nb.cells
-                   if cell.cell_type == "code" for out in cell.outputs)
+    text = _outputs(nb, "text/markdown")
     # One comparison-table row per method, each over both seeds.
     for method in SWEEP_METHODS:
         assert f"| loss_name={method} | 0,1 |" in text
+    assert _outputs(nb, "text/html").count("<th>good</th><th>bad</th>") == len(SWEEP_METHODS)
 
 
 @pytest.mark.slow
@@ -71,6 +77,9 @@ def test_troll_projection(tiny_sweep_runs, tmp_path):
     nb = _execute("troll_projection", tmp_path, {**cache, "TRLX_JAX_RUN": run,
                                                 "TRLX_JAX_FIGURES": str(tmp_path / "fig")})
     _check_figures(nb, tmp_path / "fig", FIGURES["troll_projection"])
+    tables = _outputs(nb, "text/markdown")
+    assert "| KL(new \\|\\| old) | 1.168 |" in tables  # the spec's worked vector
+    assert "| tail (" in tables and "| binary_tv |" in tables and "| topk_kl |" in tables
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from trlx_jax.analysis.demo import config_file
 from trlx_jax.config import flat_keys, load_config, load_saved_config
 from trlx_jax.data import PromptIterator
 from trlx_jax.objectives import dppo
@@ -35,10 +36,23 @@ from trlx_jax.trainer import phases
 from trlx_jax.trainer.batch import LogProbSpec, TrainBatch, policy_logprobs, train_batch
 from trlx_jax.trainer.build import Components, build
 from trlx_jax.trainer.checkpoint import CHECKPOINT_DIR
-from trlx_jax.trainer.state import create_state, make_optimizer
 
 TAIL = -1  # the token id of the lumped-tail slot in `TokenView.slot_ids`
 DPPO_VARIANTS = ("binary_tv", "binary_kl", "topk_tv", "topk_kl")
+
+
+@contextlib.contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """TFDS and orbax log a warning per dataset and read-only checkpoint manager; a notebook
+    shows the figures instead."""
+    from absl import logging as absl_logging
+
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
 
 
 @dataclasses.dataclass
@@ -97,39 +111,23 @@ def _manager(run_dir: str) -> ocp.CheckpointManager:
                                  options=ocp.CheckpointManagerOptions(read_only=True))
 
 
-def load_params(run_dir: str, step: int, parts: Components,
-                config: ml_collections.ConfigDict) -> nnx.State:
-    """The policy parameters of checkpoint `step`, placed like `parts.params`."""
-    tx, _ = make_optimizer(config.optimizer, 1)
-    state, shardings = create_state(parts.params, tx, jax.random.key(0), parts.mesh)
-    saveable = jax.eval_shape(lambda s: s.replace(key=jax.random.key_data(s.key)), state)
-    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          saveable, shardings)
+def load_params(run_dir: str, step: int, parts: Components) -> nnx.State:
+    """The policy parameters of checkpoint `step`, placed like `parts.params` (the optimizer
+    state is not read: a partial restore of the saved TrainState's params)."""
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          parts.params)
+    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
     with _quiet_absl():
-        restored = _manager(run_dir).restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    return restored.state.params
-
-
-@contextlib.contextmanager
-def _quiet_absl() -> Iterator[None]:
-    """TFDS and orbax log a warning per dataset and read-only checkpoint manager; a notebook
-    shows the figures instead."""
-    from absl import logging as absl_logging
-
-    level = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(level)
+        restored = _manager(run_dir).restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item={"params": target},
+                                         restore_args={"params": restore_args},
+                                         partial_restore=True)))
+    return restored.state["params"]
 
 
 def saved_config(run_dir: str) -> ml_collections.ConfigDict:
     """A run's config.json with the keys that configs/default.py has gained since the run
     added at their defaults (the run's own values are kept as they are); locked."""
-    from trlx_jax.analysis.demo import config_file
-
     config = load_saved_config(run_dir)
     config.unlock()
     defaults = load_config(config_file("default.py"))
@@ -225,8 +223,8 @@ def token_view(run_dir: str, *, num_prompts: int | None = None, seed: int = 0) -
             "of train.steps below it) and --config.train.keep_checkpoints>=2")
     old_step, new_step = steps[-2], steps[-1]
     config, parts = run_components(run_dir)
-    old_params = load_params(run_dir, old_step, parts, config)
-    new_params = load_params(run_dir, new_step, parts, config)
+    old_params = load_params(run_dir, old_step, parts)
+    new_params = load_params(run_dir, new_step, parts)
     loss = config.loss
     k = config.rollout.record_top_k or loss.troll_k
     g = config.rollout.num_samples
@@ -318,12 +316,12 @@ def agreement(view: TokenView) -> list[dict[str, Any]]:
     for variant in DPPO_VARIANTS:
         keep = view.dppo_keep[variant]
         masked = (keep == 0) & mask
+        low, high = view.deltas[variant]
         rows.append({
-            "dppo variant": variant, "delta (low, high)": view.deltas[variant],
-            "TROLL projected": projected.sum() / n, "DPPO masked": masked.sum() / n,
-            "both": (projected & masked).sum() / n,
-            "TROLL only": (projected & ~masked).sum() / n,
-            "DPPO only": (~projected & masked).sum() / n,
-            "neither": (~projected & ~masked & mask).sum() / n,
+            "dppo variant": variant, "delta (low, high)": f"{low:g}, {high:g}",
+            **{name: float(part.sum() / n) for name, part in (
+                ("TROLL projected", projected), ("DPPO masked", masked),
+                ("both", projected & masked), ("TROLL only", projected & ~masked),
+                ("DPPO only", ~projected & masked), ("neither", ~projected & ~masked & mask))},
         })
     return rows
