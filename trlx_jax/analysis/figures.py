@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from matplotlib.figure import Figure
 
 
 def new_figure(rows: int = 1, cols: int = 1, *, width: float = 6.0, height: float = 3.5,
-               squeeze: bool = True):
-    """(figure, axes) of a rows x cols grid, `width` x `height` inches per panel."""
+               squeeze: bool = True) -> tuple[Figure, Any]:
+    """(figure, axes) of a rows x cols grid, `width` x `height` inches per panel (axes as
+    Figure.subplots returns them: one Axes, or an array of them)."""
     fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=squeeze)
     return fig, axes
