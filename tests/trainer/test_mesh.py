@@ -1,4 +1,5 @@
-"""The whole RL run (rollout, rewards, advantages, updates, eval) is mesh-invariant.
+"""The whole RL run (rollout, rewards, advantages, updates, eval) is mesh-invariant (slow:
+four short runs; CI runs them in its `-m slow` step).
 
 Runs of a few steps on 8 simulated CPU devices with meshes (8,1,1), (2,2,2), (1,2,4) give the
 metrics of the one-device run: rewards, accuracy and lengths exactly (the same completions are
@@ -17,6 +18,7 @@ from trainer_testing import assert_same_metrics, register_length_reward, run_con
 from trlx_jax.models.sharding import state_shardings
 from trlx_jax.trainer.loop import Trainer
 
+pytestmark = pytest.mark.slow
 MESHES = [(8, 1, 1), (2, 2, 2), (1, 2, 4)]
 
 
