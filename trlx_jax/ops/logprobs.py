@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import PartitionSpec as P
 
 from trlx_jax.checks import (
@@ -27,11 +26,6 @@ from trlx_jax.checks import (
     check_shape,
     check_value,
 )
-
-# Residuals of a rematerialized block: only its top-K ids ([B, C, K] int32, tiny next to the
-# [B, C, V] logits that are recomputed).
-_TOPK_IDS = "token_logprobs_topk_ids"
-_REMAT_POLICY = jax.checkpoint_policies.save_only_these_names(_TOPK_IDS)
 
 _TEMPERATURE = Domain(0, finite=True, note="(0 = greedy: log-probs at temperature 1)")
 _CHUNK = Domain(1, integer=True, note="(or None: one block)")
@@ -84,11 +78,8 @@ def _block(
     entropy = -jnp.sum(jnp.exp(logp_full) * logp_full, axis=-1) if with_entropy else None
     topk_ids = topk_logp = gathered = None
     if top_k:
-        # The ids carry no gradient and are saved for the backward pass (`_REMAT_POLICY`):
-        # the rematerialized block then gathers at them instead of sorting the vocabulary again.
-        topk_ids = jax.lax.top_k(jax.lax.stop_gradient(logp_full), top_k)[1].astype(jnp.int32)
-        topk_ids = checkpoint_name(topk_ids, _TOPK_IDS)
-        topk_logp = jnp.take_along_axis(logp_full, topk_ids, axis=-1)
+        topk_logp, topk_ids = jax.lax.top_k(logp_full, top_k)
+        topk_ids = topk_ids.astype(jnp.int32)
     if gather_ids is not None:
         gathered = jnp.take_along_axis(logp_full, _merge_leading(gather_ids), axis=-1)
     out = TokenLogProbs(logp, entropy, topk_ids, topk_logp, gathered)
@@ -167,5 +158,5 @@ def token_logprobs(
         return x[:, :length]
 
     xs = (chunked(hidden), chunked(ids), None if gather is None else chunked(gather))
-    stacked = jax.lax.map(jax.checkpoint(block, prevent_cse=False, policy=_REMAT_POLICY), xs)
+    stacked = jax.lax.map(jax.checkpoint(block, prevent_cse=False), xs)
     return jax.tree.map(unchunked, stacked)
