@@ -72,7 +72,8 @@ def plot_learning_curves(groups: Sequence[Group],
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle("mean over seeds, ± 1 std shaded", fontsize=9)
+    if any(len(g.runs) > 1 for g in groups):
+        fig.suptitle("mean over seeds, ± 1 std shaded", fontsize=9)
     return fig
 
 
