@@ -23,7 +23,7 @@ import ml_collections
 from trlx_jax.checks import ArgumentError, Choice, Domain, check_value, describe_violation
 from trlx_jax.config import ConfigError
 from trlx_jax.data import REWARDS, TASKS, TaskSpec
-from trlx_jax.models.config import SUPPORTED_MODEL_TYPES
+from trlx_jax.models.config import ATTENTION_KERNELS, REMAT_POLICIES, SUPPORTED_MODEL_TYPES
 from trlx_jax.objectives import advantage_estimator, policy_loss
 from trlx_jax.objectives.config import DOMAINS as LOSS_DOMAINS
 from trlx_jax.rollout.sampling import DOMAINS as SAMPLING_DOMAINS
@@ -49,6 +49,10 @@ DOMAINS: dict[str, Domain | Choice] = {
     "model.intermediate_size": _POSITIVE,
     "model.dtype": _DTYPES,
     "model.param_dtype": _DTYPES,
+    "model.remat": Choice(REMAT_POLICIES),
+    "model.attention": Choice(ATTENTION_KERNELS),
+    "model.attention_block_q": _POSITIVE,
+    "model.attention_block_kv": _POSITIVE,
     "data.max_prompt_len": _POSITIVE,
     "data.on_long_prompt": Choice(("error", "drop")),
     "data.prompts_per_step": _POSITIVE,
@@ -87,7 +91,7 @@ DOMAINS: dict[str, Domain | Choice] = {
 }
 # Keys read without a numeric domain (strings, flags, paths), required all the same.
 _OTHER_KEYS = (
-    "run_dir", "loss_name", "model.path", "model.tie_word_embeddings", "model.remat",
+    "run_dir", "loss_name", "model.path", "model.tie_word_embeddings",
     "data.task", "data.task_options", "data.data_dir", "data.tokenizer",
     "data.use_chat_template", "data.rewards", "advantage.estimator", "mesh.shape",
     "loss.troll_new_logp_on_union", "train.allow_config_change", "sft.cache_dir",
