@@ -49,6 +49,7 @@ def in_tmp_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow  # a short training run of the facade, about two minutes on 2 cores
 def test_readme_facade_example_trains_on_prompts_with_metadata(in_tmp_dir):
     out, namespace = run_block(readme_block("trlx_jax.train("))
     greedy, completions = out.splitlines()

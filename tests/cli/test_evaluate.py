@@ -23,6 +23,7 @@ def read_results(path):
     return result, rows
 
 
+@pytest.mark.slow  # a minute of evaluation and export on 2 cores
 def test_a_run_and_its_export_score_the_same(run, tmp_path, capsys):
     # 8 test problems in 2 batches of 4; pass@2 samples 2 completions per problem.
     assert evaluate_cli.main([f"--run_dir={run.run_dir}", "--batch_size=4", "--pass_k=2"]) == 0

@@ -16,9 +16,16 @@ from trlx_jax.trainer.metrics import read_metrics
 
 policy_loss("clip")  # loads every registered loss
 LOSSES = POLICY_LOSSES.names()
+# The default suite runs the losses that take the distinct paths (no top-K record; the TROLL
+# record with a KL reference; the recomputed behaviour policy; DPPO's gather at the record);
+# the others run in the slow step.
+DEFAULT_LOSSES = ("clip", "troll", "troll_gspo", "dppo_topk_kl")
 
 
-@pytest.mark.parametrize("loss_name", LOSSES)
+@pytest.mark.parametrize("loss_name", [
+    name if name in DEFAULT_LOSSES else pytest.param(name, marks=pytest.mark.slow)
+    for name in LOSSES
+])
 def test_few_step_run_for_every_loss(tmp_path, loss_name):
     changes = {}
     if loss_name == "troll":  # the KL-to-reference term and a cosine schedule, once
