@@ -95,6 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
     # `microbatches`. Greedy evaluation every `eval_every` steps on `eval_examples` test
     # problems (pass@k with `eval_pass_k` samples when > 0).
     c.train = ml_collections.ConfigDict()
+    # "rl", or "sft": the steps continue supervised training on the warm-up's labelled
+    # problems instead (the no-RL baseline of a comparison, same evaluation and files).
+    c.train.algorithm = "rl"
     c.train.steps = 1000
     c.train.epochs_per_batch = 1
     c.train.minibatches = 4

@@ -69,6 +69,7 @@ DOMAINS: dict[str, Domain | Choice] = {
     "optimizer.grad_clip": Domain(finite=True, note="(<= 0: off)"),
     "optimizer.warmup_steps": _COUNT,
     "optimizer.schedule": Choice(SCHEDULES),
+    "train.algorithm": Choice(("rl", "sft")),
     "train.steps": _POSITIVE,
     "train.epochs_per_batch": _POSITIVE,
     "train.minibatches": _POSITIVE,
