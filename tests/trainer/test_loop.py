@@ -7,7 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from trainer_testing import ROOT, run_config
+from trainer_testing import ROOT, override_args, run_config, tiny_overrides
 
 from trlx_jax.cli import train as train_cli
 from trlx_jax.objectives import POLICY_LOSSES, policy_loss
@@ -86,6 +86,26 @@ def test_warmup_is_cached_across_runs_and_methods(tmp_path):
     assert not Trainer(changed).warm_up()[1]["cached"]
 
 
+def test_sft_algorithm_continues_the_warmup_with_evaluations(tmp_path):
+    config = run_config(tmp_path, **{"train.algorithm": "sft", "train.steps": 3,
+                                     "train.eval_every": 2})
+    trainer = Trainer(config)
+    summary = trainer.run()
+    assert summary["algorithm"] == "sft" and summary["loss_name"] == "sft"
+    assert summary["optimizer_updates"] == 3 and summary["reward_first10"] is None
+    assert [e["step"] for e in summary["eval_history"]] == [0, 2, 3]
+    rows = [r for r in read_metrics(config.run_dir) if r["step"] >= 1]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["sft/loss"] > 0 and r["time/step"] > 0 and r["grad_norm"] > 0 for r in rows)
+    # It starts from the cached warm-up, and its updates move the weights.
+    warm, record = trainer.warm_up()
+    assert record["cached"]
+    moved = [not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+             zip(jax.tree.leaves(warm), jax.tree.leaves(trainer.state.params), strict=True)]
+    assert all(moved)
+    assert os.path.isfile(os.path.join(config.run_dir, "plots", "sft_loss.png"))
+
+
 def test_pass_at_k_evaluation(tmp_path):
     config = run_config(tmp_path, "clip", **{"train.steps": 1, "train.eval_pass_k": 4})
     summary = Trainer(config).run()
@@ -102,17 +122,10 @@ def test_wandb_writer_offline(tmp_path):
 
 
 def test_cli_runs_a_shortened_main_job(tmp_path, capsys):
-    config = run_config(tmp_path)
-    argv = [f"--config={os.path.join(ROOT, 'configs', 'default.py')}"]
-    for key in ("run_dir", "data.data_dir", "data.task_options", "data.prompts_per_step",
-                "rollout.num_samples", "rollout.record_top_k", "loss.troll_k",
-                "model.hidden_size", "model.intermediate_size", "model.head_dim", "train.steps",
-                "train.minibatches", "train.eval_every", "train.eval_examples", "sft.steps",
-                "sft.batch_size", "sft.num_examples", "sft.cache_dir", "logging.progress"):
-        node = config
-        for part in key.split("."):
-            node = node[part]
-        argv.append(f"--config.{key}={node}")
+    # The default mesh (-1, 1, 1): data parallel over the simulated devices.
+    overrides = {k: v for k, v in tiny_overrides(tmp_path).items() if k != "mesh.shape"}
+    argv = [f"--config={os.path.join(ROOT, 'configs', 'default.py')}",
+            *(f"--config.{a}" for a in override_args(overrides))]
     assert train_cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "greedy test accuracy after warm-up (16 problems)" in out

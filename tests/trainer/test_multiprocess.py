@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from trainer_testing import ROOT, assert_same_metrics
+from trainer_testing import ROOT, assert_same_metrics, override_args, tiny_overrides
 
 pytestmark = pytest.mark.slow
 SCRIPT = os.path.join(ROOT, "tests", "trainer", "multiprocess_train.py")
@@ -25,32 +25,18 @@ STEPS = 3
 
 
 def _args(tmp, run_dir) -> list[str]:
-    overrides = {
+    overrides = tiny_overrides(tmp / "runs")  # the task's data in tmp/tfds, shared by all runs
+    del overrides["mesh.shape"]  # every device of the launch
+    overrides.update({
         "run_dir": run_dir,
-        "data.data_dir": tmp / "tfds",
-        "data.task_options": "num_train=300,num_test=40",
-        "data.prompts_per_step": 4,
         "data.rewards": "length_closeness:1",
-        "rollout.num_samples": 4,
-        "rollout.record_top_k": 8,
-        "loss.troll_k": 8,
-        "model.hidden_size": 32,
-        "model.intermediate_size": 64,
-        "model.head_dim": 8,
         "train.steps": STEPS,
-        "train.minibatches": 2,
         "train.eval_every": 2,
-        "train.eval_examples": 16,
         "train.checkpoint_every": 2,
         "train.keep_checkpoints": 3,
-        "sft.steps": 3,
-        "sft.batch_size": 16,
-        "sft.num_examples": 64,
-        "sft.cache_dir": tmp / "sft_cache",
-        "logging.progress": False,
         "logging.tensorboard": False,
-    }
-    return ["--config=configs/default.py"] + [f"--config.{k}={v}" for k, v in overrides.items()]
+    })
+    return ["--config=configs/default.py", *(f"--config.{a}" for a in override_args(overrides))]
 
 
 def _env(devices: int) -> dict[str, str]:

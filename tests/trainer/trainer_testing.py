@@ -19,11 +19,11 @@ def tiny_model_config() -> ModelConfig:
                        tie_word_embeddings=True)
 
 
-def run_config(tmp_path, loss_name: str = "troll", **changes) -> ml_collections.ConfigDict:
-    """configs/default.py shrunk to seconds: tiny task, few steps, tiny warm-up."""
-    overrides = {
+def tiny_overrides(tmp_path) -> dict:
+    """Overrides that shrink a configs/ experiment to seconds: tiny task, model and warm-up, two
+    steps, one device; paths under tmp_path (the task's TFDS data in its parent, shared)."""
+    return {
         "run_dir": str(tmp_path / "run"),
-        "loss_name": loss_name,
         "data.data_dir": str(tmp_path.parent / "tfds"),
         "data.task_options": "num_train=300,num_test=40",
         "data.prompts_per_step": 4,
@@ -46,9 +46,18 @@ def run_config(tmp_path, loss_name: str = "troll", **changes) -> ml_collections.
         # default mesh (-1, 1, 1): data parallel over the 8 simulated devices.
         "mesh.shape": (1, 1, 1),
     }
-    overrides.update(changes)
+
+
+def run_config(tmp_path, loss_name: str = "troll", **changes) -> ml_collections.ConfigDict:
+    """configs/default.py shrunk to seconds (tiny_overrides) with `loss_name` and `changes`."""
     return load_config(os.path.join(ROOT, "configs", "default.py"),
-                       [f"{k}={v}" for k, v in overrides.items()])
+                       override_args({**tiny_overrides(tmp_path), "loss_name": loss_name,
+                                      **changes}))
+
+
+def override_args(overrides: dict) -> list[str]:
+    """{key: value} -> the `KEY=VALUE` arguments of load_config."""
+    return [f"{k}={v}" for k, v in overrides.items()]
 
 
 def length_closeness(samples, prompts, outputs, **metadata) -> list[float]:

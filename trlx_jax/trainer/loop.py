@@ -3,6 +3,8 @@
 One iteration reads as the data flow of design.md:
 prompts -> sample G completions -> score (decode + rewards) -> advantages -> log-probs
 (reference / recomputed behaviour policy, when configured) -> updates -> metrics [-> eval].
+With `train.algorithm="sft"` an iteration is instead one supervised update on the warm-up's
+labelled problems (the no-RL baseline), with the same evaluations, checkpoints and files.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ from trlx_jax.trainer.metrics import MetricsWriter, PhaseTimer, truncate_rows, w
 from trlx_jax.trainer.plots import plot_run
 from trlx_jax.trainer.run_dir import check_run_dir
 from trlx_jax.trainer.state import TrainState, create_state, make_optimizer
-from trlx_jax.trainer.step import UpdateSchedule, make_rl_train_step, shard_batch
+from trlx_jax.trainer.step import (
+    UpdateSchedule,
+    make_rl_train_step,
+    make_sft_train_step,
+    shard_batch,
+)
+from trlx_jax.trainer.warmup import device_sft_batch, labelled_batches, sft_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +169,29 @@ class Trainer:
         metrics["tokens_per_s/step"] = generated / max(metrics["time/step"], 1e-9)
         return metrics
 
+    def sft_iteration(self, run: RunState, labelled: Any, step: int,
+                      ref_params: nnx.State | None) -> dict[str, float]:
+        """One supervised update on a batch of labelled problems (train.algorithm="sft");
+        -> its metrics: sft/loss (token NLL), grad_norm, lr, seconds."""
+        timer = PhaseTimer()
+        with timer("update"):
+            batch = device_sft_batch(labelled, self.parts.mesh)
+            if run.step_fn is None:
+                run.step_fn = make_sft_train_step(
+                    graphdef=self.parts.graphdef, tx=self.tx, schedule=self.schedule,
+                    mesh=self.parts.mesh, state_shardings=self.state_shardings,
+                    batch_example=batch, chunk_size=self.config.train.logprob_chunk_size)
+            with jax.set_mesh(self.parts.mesh):
+                run.state, step_metrics = run.step_fn(run.state, batch)
+            step_metrics = jax.device_get(step_metrics)
+        metrics = {"sft/loss": float(step_metrics["loss"]),
+                   "grad_norm": float(step_metrics["grad_norm"]), "lr": float(step_metrics["lr"]),
+                   "time/update": timer.seconds["update"]}
+        metrics["time/step"] = metrics["time/update"]
+        metrics["tokens_per_s/update"] = float(step_metrics["tokens"]) / max(
+            metrics["time/update"], 1e-9)
+        return metrics
+
     def _make_step(self, state: TrainState, batch) -> Callable:
         """The jitted RL step for this run's shapes (built at the first batch)."""
         c = self.config
@@ -183,13 +214,18 @@ class Trainer:
             save_config(c, self.run_dir)
         params, warm = self.warm_up()
         warm_seconds = time.perf_counter() - start
-        self.tx, self.schedule = make_optimizer(c.optimizer, c.train.steps * self.updates.updates)
+        sft = c.train.algorithm == "sft"
+        if sft:  # continues the warm-up: its optimizer settings, a fresh Adam state
+            self.tx, self.schedule = sft_optimizer(c.sft, c.train.steps)
+        else:
+            self.tx, self.schedule = make_optimizer(c.optimizer,
+                                                    c.train.steps * self.updates.updates)
         state, self.state_shardings = create_state(params, self.tx, self.state_key,
                                                    self.parts.mesh)
         ref_params = params if c.loss.kl_coef else None
         run = RunState(state=state)
-        prompts = PromptIterator(self.parts.train_source, self.parts.formatter,
-                                 c.data.prompts_per_step, seed=c.seed)
+        prompts = labelled_batches(self.warmup_parts, c) if sft else PromptIterator(
+            self.parts.train_source, self.parts.formatter, c.data.prompts_per_step, seed=c.seed)
         checkpointer = Checkpointer(self.run_dir, keep=c.train.keep_checkpoints)
         first_step = self._restore(run, checkpointer, prompts)
         writer = MetricsWriter(
@@ -227,12 +263,15 @@ class Trainer:
         c = self.config.train
         from tqdm.auto import tqdm
 
-        bar = tqdm(range(first_step + 1, c.steps + 1), desc=f"RL ({self.config.loss_name})",
+        sft = c.algorithm == "sft"
+        iteration = self.sft_iteration if sft else self.iteration
+        bar = tqdm(range(first_step + 1, c.steps + 1),
+                   desc="SFT (continued)" if sft else f"RL ({self.config.loss_name})",
                    disable=not (self.progress and hosts.is_main()), initial=first_step,
                    total=c.steps)
         bad_steps = 0
         for step in bar:
-            metrics = self.iteration(run, next(prompts), step, ref_params)
+            metrics = iteration(run, next(prompts), step, ref_params)
             # A signal reaches one process; all of them stop at the same step.
             if hosts.any_process(stop.signal is not None) and stop.signal is None:
                 stop.signal = "stop signal on another process"
@@ -241,7 +280,7 @@ class Trainer:
             run.history.append(metrics)
             writer.write(step, metrics)
             bar.set_postfix(self._postfix(metrics, run), refresh=False)
-            bad_steps = bad_steps + 1 if metrics["skipped_updates"] else 0
+            bad_steps = bad_steps + 1 if metrics.get("skipped_updates") else 0
             if bad_steps:
                 logger.warning("step %d: %d update(s) skipped (non-finite loss or gradient)",
                                step, int(metrics["skipped_updates"]))
@@ -291,10 +330,13 @@ class Trainer:
         return metrics
 
     def _postfix(self, metrics: dict[str, float], run: RunState) -> dict[str, str]:
+        eval_acc = f"{run.evals[-1][1]['eval/accuracy']:.3f}"
+        if "sft/loss" in metrics:
+            return {"loss": f"{metrics['sft/loss']:.3f}", "eval": eval_acc,
+                    "s/step": f"{metrics['time/step']:.2f}"}
         kl = metrics.get("approx_kl", 0.0)
         return {"reward": f"{metrics['reward/mean']:.3f}", "acc": f"{metrics['accuracy']:.3f}",
-                "eval": f"{run.evals[-1][1]['eval/accuracy']:.3f}", "kl": f"{kl:.1e}",
-                "s/step": f"{metrics['time/step']:.2f}"}
+                "eval": eval_acc, "kl": f"{kl:.1e}", "s/step": f"{metrics['time/step']:.2f}"}
 
     def _summary(self, run: RunState, warm: dict[str, Any], warm_seconds: float,
                  seconds: float) -> dict[str, Any]:
@@ -310,8 +352,10 @@ class Trainer:
         region_key = "troll_projected_frac" if self.config.loss_name in TROLL_LOSSES else \
             "clip_frac"
         best_step, best = max(accs, key=lambda x: x[1])
+        sft = self.config.train.algorithm == "sft"
         summary = {
-            "loss_name": self.config.loss_name,
+            "algorithm": self.config.train.algorithm,
+            "loss_name": "sft" if sft else self.config.loss_name,
             "seed": self.config.seed,
             "steps": len(history),
             "eval_problems": int(run.evals[0][1]["eval/num_problems"]),
@@ -327,14 +371,15 @@ class Trainer:
             "trust_region_key": region_key,
             "trust_region_frac_mean": mean_of(region_key, history),
             "mismatch_abs_log_ratio_max": max(
-                (r["mismatch/abs_log_ratio_max"] for r in history), default=None),
+                (r["mismatch/abs_log_ratio_max"] for r in history
+                 if "mismatch/abs_log_ratio_max" in r), default=None),
             "seconds_total": seconds,
             "seconds_warmup": warm_seconds,
             "seconds_per_step": mean_of("time/step", history),
-            "generated_tokens": float(sum(r["response/length_mean"] for r in history)
+            "generated_tokens": float(sum(r.get("response/length_mean", 0.0) for r in history)
                                       * self.config.data.prompts_per_step
                                       * self.config.rollout.num_samples),
-            "optimizer_updates": len(history) * self.updates.updates,
+            "optimizer_updates": len(history) * (1 if sft else self.updates.updates),
             "warmup": warm,
         }
         if self.config.train.eval_pass_k:
@@ -359,12 +404,13 @@ def format_summary(summary: dict[str, Any], run_dir: str) -> str:
     n = summary["eval_problems"]
     rl_seconds = summary["seconds_total"] - summary["seconds_warmup"]
     walls = f"{summary['seconds_warmup']:.0f} + {rl_seconds:.0f}"
+    stage = "SFT" if summary.get("algorithm") == "sft" else "RL"
     lines = [
         f"| {'metric':52s} | {'value':>12s} |",
         f"|{'-' * 54}|{'-' * 14}|",
         f"| {'greedy test accuracy after warm-up (' + str(n) + ' problems)':52s} | "
         f"{pct(summary['accuracy_warm_start']):>12s} |",
-        f"| {'greedy test accuracy after RL (mean last 3)':52s} | "
+        f"| {'greedy test accuracy after ' + stage + ' (mean last 3)':52s} | "
         f"{pct(summary['accuracy_last3_mean']):>12s} |",
         f"| {'greedy test accuracy, final evaluation':52s} | "
         f"{pct(summary['accuracy_final']):>12s} |",
@@ -374,10 +420,10 @@ def format_summary(summary: dict[str, Any], run_dir: str) -> str:
         f"{num(summary['kl_behaviour_mean'], '.2e'):>12s} |",
         f"| {summary['trust_region_key'] + ', mean':52s} | "
         f"{pct(summary['trust_region_frac_mean']):>12s} |",
-        f"| {'wall time: warm-up + RL (s)':52s} | {walls:>12s} |",
+        f"| {'wall time: warm-up + ' + stage + ' (s)':52s} | {walls:>12s} |",
     ]
     gain = summary["accuracy_last3_mean"] - summary["accuracy_warm_start"]
-    lines.append(f"\nRL changed greedy test accuracy by {100 * gain:+.1f} points "
+    lines.append(f"\n{stage} changed greedy test accuracy by {100 * gain:+.1f} points "
                  f"({summary['loss_name']}, seed {summary['seed']}, {summary['steps']} steps).")
     lines.append(f"Run directory: {run_dir}  (metrics.jsonl, summary.json, samples.jsonl)")
     if summary.get("plots"):

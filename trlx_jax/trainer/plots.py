@@ -18,6 +18,7 @@ FIGURES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
       ("troll_projected_frac", "projected fraction"))),
     ("response_length.png", "Response length",
      (("response/length_mean", "mean"), ("response/length_max", "max"))),
+    ("sft_loss.png", "Supervised loss (train.algorithm=sft)", (("sft/loss", "token NLL"),)),
     ("time.png", "Seconds per phase",
      (("time/rollout", "rollout"), ("time/reward", "reward"), ("time/logprob", "log-prob"),
       ("time/update", "update"), ("time/step", "step"))),

@@ -20,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from trlx_jax.data import SupervisedIterator
 from trlx_jax.models import load_hf, save_hf
@@ -46,11 +47,33 @@ def warmup_key(config: ml_collections.ConfigDict) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sft_optimizer_config(sft: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(dict(
+def sft_optimizer(sft: ml_collections.ConfigDict, total_steps: int):
+    """The warm-up's optimizer (AdamW at sft.lr, linear warmup, then constant) and schedule."""
+    return make_optimizer(ml_collections.ConfigDict(dict(
         lr=sft.lr, b1=0.9, b2=0.999, weight_decay=0.0, grad_clip=1.0,
         warmup_steps=sft.warmup_steps, schedule="constant",
-    ))
+    )), total_steps)
+
+
+def labelled_batches(parts: Components, config: ml_collections.ConfigDict) -> SupervisedIterator:
+    """Batches of sft.batch_size problems with their answers from the first sft.num_examples
+    training problems (the labelled subset), in a seeded order."""
+    sft = config.sft
+    n = min(sft.num_examples, len(parts.train_source))
+    return SupervisedIterator(
+        parts.train_source[:n], parts.formatter, sft.batch_size,
+        max_completion_length=sft.max_completion_len, seed=config.seed,
+    )
+
+
+def device_sft_batch(batch: Any, mesh: Mesh) -> SFTBatch:
+    """A host batch of the labelled iterator -> the sharded SFTBatch [B, P + C] (each process
+    holds its rows of the global batch)."""
+    return shard_batch(hosts.to_global(SFTBatch(
+        tokens=np.concatenate([batch.prompts.tokens, batch.completion_tokens], axis=1),
+        attention_mask=np.concatenate([batch.prompts.mask, batch.completion_mask], axis=1),
+        response_mask=batch.completion_mask,
+    ), mesh), mesh)
 
 
 def supervised_warmup(
@@ -86,23 +109,10 @@ def _train(
 ) -> tuple[nnx.State, dict[str, Any]]:
     """Runs sft.steps updates on the first sft.num_examples training problems."""
     sft = config.sft
-    n = min(sft.num_examples, len(parts.train_source))
-    iterator = SupervisedIterator(
-        parts.train_source[:n], parts.formatter, sft.batch_size,
-        max_completion_length=sft.max_completion_len, seed=config.seed,
-    )
-    tx, schedule = make_optimizer(_sft_optimizer_config(sft), sft.steps)
+    iterator = labelled_batches(parts, config)
+    tx, schedule = sft_optimizer(sft, sft.steps)
     state, shardings = create_state(parts.params, tx, jax.random.key(config.seed), parts.mesh)
-
-    def device_batch(b) -> SFTBatch:
-        # Each process holds its rows of the global batch.
-        return shard_batch(hosts.to_global(SFTBatch(
-            tokens=np.concatenate([b.prompts.tokens, b.completion_tokens], axis=1),
-            attention_mask=np.concatenate([b.prompts.mask, b.completion_mask], axis=1),
-            response_mask=b.completion_mask,
-        ), parts.mesh), parts.mesh)
-
-    first = device_batch(next(iterator))
+    first = device_sft_batch(next(iterator), parts.mesh)
     step = make_sft_train_step(graphdef=parts.graphdef, tx=tx, schedule=schedule,
                                mesh=parts.mesh, state_shardings=shardings, batch_example=first)
     from tqdm.auto import tqdm
@@ -114,10 +124,10 @@ def _train(
     with jax.set_mesh(parts.mesh):
         for i in bar:
             state, metrics = step(state, batch)
-            batch = device_batch(next(iterator))
+            batch = device_sft_batch(next(iterator), parts.mesh)
             if i % 50 == 0 or i == sft.steps - 1:
                 bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
     loss = float(metrics["loss"])
-    record = {"steps": sft.steps, "examples": n, "final_loss": loss,
+    record = {"steps": sft.steps, "examples": len(iterator.source), "final_loss": loss,
               "seconds": time.perf_counter() - start}
     return state.params, record
