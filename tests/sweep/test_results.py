@@ -9,6 +9,7 @@ import pytest
 
 from trlx_jax.sweep.results import (
     aggregate,
+    derived_figures,
     group_runs,
     load_runs,
     markdown_table,
@@ -106,3 +107,36 @@ def test_mean_std_edge_cases():
     assert mean_std([2.0]) == (2.0, None)
     mean, std = mean_std([1.0, 2.0, 3.0, 4.0])
     assert mean == 2.5 and std == pytest.approx(math.sqrt(5 / 3))
+
+
+def _history(*accuracies):
+    return [{"step": 50 * i, "eval/accuracy": a} for i, a in enumerate(accuracies)]
+
+
+def test_derived_figures_steps_to_target_and_collapse():
+    reached = derived_figures({"accuracy_warm_start": 0.4,
+                               "eval_history": _history(0.4, 0.45, 0.5, 0.7)})
+    assert reached == {"steps_to_target": 100, "collapsed": 0.0}  # 0.5 is exactly +10 points
+    collapsed = derived_figures({"accuracy_warm_start": 0.4,
+                                 "eval_history": _history(0.4, 0.6, 0.29)})
+    assert collapsed == {"steps_to_target": 50, "collapsed": 1.0}
+    never = derived_figures({"accuracy_warm_start": 0.4, "eval_history": _history(0.4, 0.3)})
+    assert never == {"steps_to_target": None, "collapsed": 0.0}  # 10 points down is not yet
+    assert derived_figures({"accuracy_warm_start": 0.4}) == {}
+
+
+def test_table_counts_collapses_and_seeds_short_of_the_target(tmp_path, make_run):
+    histories = [_history(0.4, 0.6), _history(0.4, 0.45), _history(0.4, 0.2)]
+    for seed, history in enumerate(histories):
+        make_run(tmp_path / f"seed{seed}", [f"seed={seed}", "train.steps=20"],
+                 summary={"accuracy_warm_start": 0.4, "eval_history": history,
+                          "seconds_per_step": 0.5})
+    runs = load_runs(str(tmp_path))
+    assert [r.summary["steps_to_target"] for r in runs] == [50, None, None]
+    (row,) = aggregate(runs)
+    assert row["collapsed_mean"] == pytest.approx(1 / 3) and row["steps_to_target_n"] == 1
+    cells = markdown_table([row]).splitlines()[2].split(" | ")
+    titles = markdown_table([row]).splitlines()[0].split(" | ")
+    assert cells[titles.index("collapsed")] == "1/3"
+    assert cells[titles.index("steps to +10 pts")] == "50 (1/3)"
+    assert cells[titles.index("s / step")] == "0.500 ± 0.000"

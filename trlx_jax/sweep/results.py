@@ -40,16 +40,42 @@ class Metric:
     fmt: str = ".3f"
 
 
+# Figures derived from each run's evaluation history (derived_figures): the steps to gain
+# TARGET_GAIN greedy accuracy over the warm start, and collapse: a final evaluation more than
+# COLLAPSE_DROP below the warm start (or a run stopped by non-finite steps, which writes no
+# summary and so counts as incomplete).
+TARGET_GAIN = 0.10
+COLLAPSE_DROP = 0.10
+
 SUMMARY_METRICS: tuple[Metric, ...] = (
     Metric("accuracy_warm_start", "acc. warm-up", "pct"),
     Metric("accuracy_last3_mean", "acc. after RL (last 3)", "pct"),
     Metric("accuracy_best", "acc. best", "pct"),
+    Metric("steps_to_target", f"steps to +{100 * TARGET_GAIN:.0f} pts", ".0f"),
+    Metric("collapsed", "collapsed", "count"),
     Metric("reward_first10", "reward first 10"),
     Metric("reward_last10", "reward last 10"),
     Metric("kl_behaviour_mean", "KL behaviour", ".2e"),
     Metric("trust_region_frac_mean", "trust-region frac.", "pct"),
+    Metric("seconds_per_step", "s / step", ".3f"),
     Metric("seconds_total", "wall s", ".0f"),
 )
+
+
+def derived_figures(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """`steps_to_target`: the first evaluated step whose greedy accuracy is at least
+    TARGET_GAIN above the warm start (None: never reached); `collapsed`: 1.0 when the final
+    evaluation is more than COLLAPSE_DROP below the warm start, else 0.0. {} without an
+    evaluation history."""
+    history = summary.get("eval_history") or []
+    warm = summary.get("accuracy_warm_start")
+    if warm is None or not history:
+        return {}
+    reached = [e["step"] for e in history
+               if e["step"] > 0 and e["eval/accuracy"] >= warm + TARGET_GAIN - 1e-12]
+    final = history[-1]["eval/accuracy"]
+    return {"steps_to_target": reached[0] if reached else None,
+            "collapsed": float(final < warm - COLLAPSE_DROP - 1e-12)}
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -97,6 +123,7 @@ def load_run(path: str) -> Run:
     if os.path.isfile(summary_path):
         with open(summary_path) as f:
             summary = json.load(f)
+        summary = {**summary, **derived_figures(summary)}
     return Run(path=os.path.normpath(path), config=config, summary=summary)
 
 
@@ -192,6 +219,7 @@ def aggregate(runs: Sequence[Run],
             values = [float(r.summary[metric.key]) for r in done
                       if r.summary.get(metric.key) is not None]
             row[f"{metric.key}_mean"], row[f"{metric.key}_std"] = mean_std(values)
+            row[f"{metric.key}_n"] = len(values)
         rows.append(row)
     return rows
 
@@ -227,7 +255,9 @@ def _format(value: float | None, fmt: str) -> str:
 def markdown_table(rows: Sequence[Mapping[str, Any]],
                    metrics: Sequence[Metric] = SUMMARY_METRICS) -> str:
     """The aggregate rows as a markdown table, `mean ± std` over seeds (percent for accuracies
-    and fractions); configurations whose runs are all incomplete show their count only."""
+    and fractions); a "count" figure (0/1 per run) shows how many of the seeds have it, and a
+    figure that only some seeds have says how many (k/n); configurations whose runs are all
+    incomplete show their count only."""
     titles = [m.title + (" %" if m.fmt == "pct" else "") for m in metrics]
     lines = ["| configuration | seeds | " + " | ".join(titles) + " |",
              "|---|---|" + "---|" * len(metrics)]
@@ -238,9 +268,15 @@ def markdown_table(rows: Sequence[Mapping[str, Any]],
         cells = []
         for m in metrics:
             mean, std = row[f"{m.key}_mean"], row[f"{m.key}_std"]
+            n, seeds_done = row.get(f"{m.key}_n", 0), len(row["seeds"])
+            if m.fmt == "count":
+                cells.append("-" if mean is None else f"{round(mean * n)}/{n}")
+                continue
             cell = _format(mean, m.fmt)
             if std is not None:
                 cell += " ± " + _format(std, m.fmt)
+            if 0 < n < seeds_done:
+                cell += f" ({n}/{seeds_done})"
             cells.append(cell)
         lines.append(f"| {row['configuration']} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
