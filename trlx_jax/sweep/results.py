@@ -209,19 +209,22 @@ def aggregate(runs: Sequence[Run],
               metrics: Sequence[Metric] = SUMMARY_METRICS) -> list[dict[str, Any]]:
     """One row per configuration: label, name, the varied config keys, the seeds of its complete
     runs, the number of incomplete ones, and `<metric>_mean` / `<metric>_std` over seeds."""
-    rows = []
-    for group in group_runs(runs):
-        done = [r for r in group.runs if r.complete]
-        row: dict[str, Any] = {"configuration": group.label, "name": group.name,
-                               **group.params, "seeds": [r.seed for r in done],
-                               "incomplete": len(group.runs) - len(done)}
-        for metric in metrics:
-            values = [float(r.summary[metric.key]) for r in done
-                      if r.summary.get(metric.key) is not None]
-            row[f"{metric.key}_mean"], row[f"{metric.key}_std"] = mean_std(values)
-            row[f"{metric.key}_n"] = len(values)
-        rows.append(row)
-    return rows
+    return [group_row(group, metrics) for group in group_runs(runs)]
+
+
+def group_row(group: Group, metrics: Sequence[Metric] = SUMMARY_METRICS) -> dict[str, Any]:
+    """One configuration's row of `aggregate`: label, name, params, the seeds of its complete
+    runs, the count of incomplete ones, and `<metric>_mean` / `_std` / `_n` over those seeds."""
+    done = [r for r in group.runs if r.complete]
+    row: dict[str, Any] = {"configuration": group.label, "name": group.name, **group.params,
+                           "seeds": [r.seed for r in done],
+                           "incomplete": len(group.runs) - len(done)}
+    for metric in metrics:
+        values = [float(r.summary[metric.key]) for r in done
+                  if r.summary.get(metric.key) is not None]
+        row[f"{metric.key}_mean"], row[f"{metric.key}_std"] = mean_std(values)
+        row[f"{metric.key}_n"] = len(values)
+    return row
 
 
 def run_rows(runs: Sequence[Run], metrics: Sequence[Metric] = SUMMARY_METRICS

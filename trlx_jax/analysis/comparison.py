@@ -1,0 +1,144 @@
+"""The method comparison's report (docs/results.md): per setting a table (mean ± std over seeds)
+and figures, from the run directories of a comparison sweep (launch/sweeps/compare_arithmetic.py).
+
+    python -m trlx_jax.analysis.comparison launch/sweeps/compare_arithmetic.py \
+        --out=docs/figures/compare
+
+Configurations are read in the sweep's order and labelled by their config argument
+(`<method>` in the main setting, `<method>-stress` in the stress one); the setting is the
+label's suffix. The continued-SFT baseline takes SFT steps, not RL steps, so it is compared on
+training seconds (wall_time.png), not on steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from trlx_jax.analysis.curves import plot_learning_curves
+from trlx_jax.analysis.figures import new_figure, save_figure
+from trlx_jax.sweep import Group, Run, load_run
+from trlx_jax.sweep.results import Metric, group_row, markdown_table
+from trlx_jax.sweep.spec import expand, load_sweep
+
+STRESS = "-stress"
+TABLE_METRICS: tuple[Metric, ...] = (
+    Metric("accuracy_warm_start", "warm-up", "pct"),
+    Metric("accuracy_final", "final", "pct"),
+    Metric("accuracy_last3_mean", "last 3 evals", "pct"),
+    Metric("accuracy_best", "best", "pct"),
+    Metric("steps_to_target", "steps to +10 pts", ".0f"),
+    Metric("collapsed", "collapsed", "count"),
+    Metric("kl_behaviour_mean", "KL to behaviour / token", ".2e"),
+    Metric("trust_region_frac_mean", "masked / projected", "pct"),
+    Metric("seconds_per_step", "s / step", ".3f"),
+)
+# Per-step panels of the trust region: the KL and the share of tokens the region acted on.
+REGION_PANELS = (("approx_kl", "KL(behaviour || policy) per token"),
+                 ("clip_frac", "clipped / masked fraction"),
+                 ("troll_projected_frac", "TROLL projected fraction"))
+
+
+def comparison_groups(sweep_path: str) -> dict[str, list[Group]]:
+    """{"main": groups, "stress": groups}: the sweep's configurations with the runs started so
+    far, labelled by config argument, in the sweep's order."""
+    groups: dict[str, dict[str, list[Run]]] = {"main": {}, "stress": {}}
+    for job in expand(load_sweep(sweep_path)):
+        label = job.config_file.rsplit(":", 1)[-1]
+        setting = "stress" if label.endswith(STRESS) else "main"
+        runs = groups[setting].setdefault(label, [])
+        if os.path.isfile(os.path.join(job.run_dir, "config.json")):
+            runs.append(load_run(job.run_dir))
+    return {setting: [Group(label=label, name=label, params={}, runs=tuple(runs))
+                      for label, runs in by_label.items() if runs]
+            for setting, by_label in groups.items()}
+
+
+def table(groups: Sequence[Group], metrics: Sequence[Metric] = TABLE_METRICS) -> str:
+    """The markdown table of `groups`: each metric's mean ± std over complete seeds."""
+    return markdown_table([group_row(g, metrics) for g in groups], metrics)
+
+
+def seconds_curve(runs: Sequence[Run], key: str = "eval/accuracy"
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(training seconds, mean, std) of `key` at the steps every run evaluated, the seconds the
+    mean over runs of the cumulative `time/step` up to that step (evaluations not counted)."""
+    per_run = []
+    for run in runs:
+        rows = run.metrics()
+        seconds = np.cumsum([r.get("time/step", 0.0) for r in rows])
+        per_run.append({r["step"]: (t, r[key]) for r, t in zip(rows, seconds, strict=True)
+                        if r.get(key) is not None})
+    steps = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    t = np.array([[p[s][0] for s in steps] for p in per_run])
+    v = np.array([[p[s][1] for s in steps] for p in per_run])
+    std = v.std(axis=0, ddof=1) if len(per_run) > 1 else np.zeros(len(steps))
+    return t.mean(axis=0), v.mean(axis=0), std
+
+
+def plot_wall_time(groups: Sequence[Group]):
+    """Greedy test accuracy against training seconds, mean ± std over seeds, per group."""
+    fig, ax = new_figure(width=6.5, height=4.0)
+    for i, group in enumerate(groups):
+        t, mean, std = seconds_curve(group.runs)
+        color = f"C{i % 10}"
+        ax.plot(t, mean, color=color, marker="o", markersize=3,
+                label=f"{group.label} (n={len(group.runs)})")
+        ax.fill_between(t, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+    ax.set_xlabel("training seconds (sum of time/step; evaluations excluded)", fontsize=8)
+    ax.set_title("greedy test accuracy vs training time, mean over seeds, ± 1 std", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def write_report(sweep_path: str, out_dir: str) -> tuple[dict[str, str], list[str]]:
+    """Writes the tables (table_<setting>.md) and figures (accuracy_<setting>.png,
+    trust_region_<setting>.png, wall_time.png) under out_dir; -> (tables, paths written)."""
+    groups = comparison_groups(sweep_path)
+    tables, written = {}, []
+    for setting, members in groups.items():
+        if not members:
+            continue
+        tables[setting] = table(members)
+        path = os.path.join(out_dir, f"table_{setting}.md")
+        os.makedirs(out_dir, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(tables[setting] + "\n")
+        written.append(path)
+        rl = [g for g in members if all(r.config.get("train.algorithm") != "sft"
+                                        for r in g.runs)]
+        if not rl:
+            continue
+        fig = plot_learning_curves(rl, [("eval/accuracy", f"greedy test accuracy ({setting})")],
+                                   cols=1)
+        written.append(save_figure(fig, out_dir, f"accuracy_{setting}"))
+        fig = plot_learning_curves(rl, REGION_PANELS, smooth=20, cols=3)
+        written.append(save_figure(fig, out_dir, f"trust_region_{setting}"))
+    if groups["main"]:
+        written.append(save_figure(plot_wall_time(groups["main"]), out_dir, "wall_time"))
+    return tables, written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trlx_jax.analysis.comparison",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", help="the comparison's sweep file")
+    parser.add_argument("--out", required=True, help="directory for the tables and figures")
+    args = parser.parse_args(argv)
+    tables, written = write_report(args.sweep, args.out)
+    if not tables:
+        print(f"no run of {args.sweep} has started yet", file=sys.stderr)
+        return 1
+    for setting, text in tables.items():
+        print(f"## {setting}\n\n{text}\n")
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
