@@ -141,7 +141,13 @@ def run_cli(extra, config, **kwargs):
                           env=env, capture_output=True, text=True, timeout=600, **kwargs)
 
 
-@pytest.mark.parametrize("moment,at", [("rollout", 4), ("update", 3), ("save", 4)])
+# Each case is two subprocess runs; the async save in flight is the delicate one, so it stays
+# in the default suite and the other two moments run in CI's slow step.
+@pytest.mark.parametrize("moment,at", [
+    pytest.param("rollout", 4, marks=pytest.mark.slow),
+    pytest.param("update", 3, marks=pytest.mark.slow),
+    ("save", 4),
+])
 def test_sigkill_then_the_same_command_equals_an_uninterrupted_run(reference, moment, at):
     tmp, expected = reference
     config = resume_config(tmp, f"kill_{moment}")
