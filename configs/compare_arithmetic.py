@@ -26,9 +26,11 @@ import ml_collections
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 RL_STEPS = 500
-# SFT updates taking about the wall time of RL_STEPS main-setting RL steps on the reference
-# machine (2 CPU cores, two jobs at a time): measured, see docs/results.md.
-SFT_STEPS = 3000
+# SFT updates taking about the training time of RL_STEPS main-setting RL steps: on 2 CPU
+# cores an RL step (rollout + 4 updates) takes ~2.4x a warm-up step (0.20 vs 0.083 s alone,
+# 0.33 vs 0.14-0.19 s two jobs at a time), so 500 RL steps ~ 1,200 SFT steps; the measured
+# seconds of both are in docs/results.md.
+SFT_STEPS = 1200
 METHODS = ("clip_higher", "dppo_binary_tv", "dppo_binary_kl", "dppo_topk_kl", "troll", "cispo")
 SETTINGS = {
     "main": {},
