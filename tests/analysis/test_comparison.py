@@ -57,7 +57,8 @@ def test_report_writes_tables_and_figures(sweep, tmp_path):
     tables, written = comparison.write_report(sweep[0], str(out))
     assert set(tables) == {"main", "stress"}
     main = tables["main"].splitlines()
-    assert main[0].startswith("| configuration | seeds | warm-up % | final % | last 3 evals %")
+    assert main[0].startswith("| configuration | seeds | warm-up % | final % | last 3 evals % | "
+                              "best % | gain (last 3 - warm-up) %")
     assert [line.split(" | ")[0] for line in main[2:]] == [
         "| clip_higher", "| troll", "| sft_continued"]
     assert main[3].split(" | ")[4] == "60.5 ± 0.7"  # troll: last-3 mean 0.5 + 0.1 + seed/100

@@ -120,8 +120,10 @@ def test_derived_figures_steps_to_target_and_collapse():
     collapsed = derived_figures({"accuracy_warm_start": 0.4,
                                  "eval_history": _history(0.4, 0.6, 0.29)})
     assert collapsed == {"steps_to_target": 50, "collapsed": 1.0}
-    never = derived_figures({"accuracy_warm_start": 0.4, "eval_history": _history(0.4, 0.3)})
-    assert never == {"steps_to_target": None, "collapsed": 0.0}  # 10 points down is not yet
+    never = derived_figures({"accuracy_warm_start": 0.4, "eval_history": _history(0.4, 0.3),
+                             "accuracy_last3_mean": 0.35})
+    assert never["steps_to_target"] is None and never["collapsed"] == 0.0  # -10 is not yet
+    assert never["accuracy_gain"] == pytest.approx(-0.05)
     assert derived_figures({"accuracy_warm_start": 0.4}) == {}
 
 

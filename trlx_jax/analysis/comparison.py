@@ -31,6 +31,7 @@ TABLE_METRICS: tuple[Metric, ...] = (
     Metric("accuracy_final", "final", "pct"),
     Metric("accuracy_last3_mean", "last 3 evals", "pct"),
     Metric("accuracy_best", "best", "pct"),
+    Metric("accuracy_gain", "gain (last 3 - warm-up)", "pct"),
     Metric("steps_to_target", "steps to +10 pts", ".0f"),
     Metric("collapsed", "collapsed", "count"),
     Metric("kl_behaviour_mean", "KL to behaviour / token", ".2e"),

@@ -65,8 +65,9 @@ SUMMARY_METRICS: tuple[Metric, ...] = (
 def derived_figures(summary: Mapping[str, Any]) -> dict[str, Any]:
     """`steps_to_target`: the first evaluated step whose greedy accuracy is at least
     TARGET_GAIN above the warm start (None: never reached); `collapsed`: 1.0 when the final
-    evaluation is more than COLLAPSE_DROP below the warm start, else 0.0. {} without an
-    evaluation history."""
+    evaluation is more than COLLAPSE_DROP below the warm start, else 0.0; `accuracy_gain`:
+    the mean of the last 3 evaluations minus the warm start. {} without an evaluation
+    history."""
     history = summary.get("eval_history") or []
     warm = summary.get("accuracy_warm_start")
     if warm is None or not history:
@@ -74,8 +75,12 @@ def derived_figures(summary: Mapping[str, Any]) -> dict[str, Any]:
     reached = [e["step"] for e in history
                if e["step"] > 0 and e["eval/accuracy"] >= warm + TARGET_GAIN - 1e-12]
     final = history[-1]["eval/accuracy"]
-    return {"steps_to_target": reached[0] if reached else None,
-            "collapsed": float(final < warm - COLLAPSE_DROP - 1e-12)}
+    derived = {"steps_to_target": reached[0] if reached else None,
+               "collapsed": float(final < warm - COLLAPSE_DROP - 1e-12)}
+    if summary.get("accuracy_last3_mean") is not None:
+        # Seeds differ most in their warm start; the gain over it is what a method adds.
+        derived["accuracy_gain"] = summary["accuracy_last3_mean"] - warm
+    return derived
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
