@@ -21,7 +21,7 @@ import numpy as np
 
 from trlx_jax.analysis.curves import plot_learning_curves
 from trlx_jax.analysis.figures import new_figure, save_figure
-from trlx_jax.sweep import Group, Run, load_run
+from trlx_jax.sweep import Group, Run, load_run, seed_curve
 from trlx_jax.sweep.results import Metric, group_row, markdown_table
 from trlx_jax.sweep.spec import expand, load_sweep
 
@@ -81,6 +81,42 @@ def seconds_curve(runs: Sequence[Run], key: str = "eval/accuracy"
     return t.mean(axis=0), v.mean(axis=0), std
 
 
+def gain_curve(runs: Sequence[Run], key: str = "eval/accuracy"
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, std) over runs of `key` minus each run's first value (its warm start), at
+    the steps every run evaluated: seeds differ most in their warm start, not in their gain."""
+    per_run = []
+    for run in runs:
+        points = [(r["step"], r[key]) for r in run.metrics() if r.get(key) is not None]
+        per_run.append({step: value - points[0][1] for step, value in points})
+    steps = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    v = np.array([[p[s] for s in steps] for p in per_run])
+    std = v.std(axis=0, ddof=1) if len(per_run) > 1 else np.zeros(len(steps))
+    return np.array(steps), v.mean(axis=0), std
+
+
+def plot_accuracy(groups: Sequence[Group], setting: str):
+    """Two panels: greedy test accuracy, and its gain over each seed's warm start, per group
+    the mean over seeds ± std."""
+    fig, (left, right) = new_figure(1, 2, width=5.0, height=3.5)
+    for i, group in enumerate(groups):
+        color, label = f"C{i % 10}", f"{group.label} (n={len(group.runs)})"
+        absolute = seed_curve(group.runs, "eval/accuracy")
+        for ax, (steps, mean, std) in ((left, (absolute.steps, absolute.mean, absolute.std)),
+                                       (right, gain_curve(group.runs))):
+            ax.plot(steps, mean, color=color, marker="o", markersize=3, label=label)
+            ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.12,
+                            linewidth=0)
+    left.set_title(f"greedy test accuracy ({setting})", fontsize=9)
+    right.set_title(f"gain over the warm start ({setting})", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel("RL step", fontsize=8)
+        ax.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    fig.suptitle("mean over seeds, ± 1 std shaded", fontsize=9)
+    return fig
+
+
 def plot_wall_time(groups: Sequence[Group]):
     """Greedy test accuracy against training seconds, mean ± std over seeds, per group."""
     fig, ax = new_figure(width=6.5, height=4.0)
@@ -115,9 +151,7 @@ def write_report(sweep_path: str, out_dir: str) -> tuple[dict[str, str], list[st
                                         for r in g.runs)]
         if not rl:
             continue
-        fig = plot_learning_curves(rl, [("eval/accuracy", f"greedy test accuracy ({setting})")],
-                                   cols=1)
-        written.append(save_figure(fig, out_dir, f"accuracy_{setting}"))
+        written.append(save_figure(plot_accuracy(rl, setting), out_dir, f"accuracy_{setting}"))
         fig = plot_learning_curves(rl, REGION_PANELS, smooth=20, cols=3)
         written.append(save_figure(fig, out_dir, f"trust_region_{setting}"))
     if groups["main"]:
