@@ -1,4 +1,4 @@
-"""The method comparison on the embedded task: `configs/compare_arithmetic.py:<method>[-stress]`.
+"""The method comparison on the embedded task: `configs/compare_arithmetic.py:<method>[-<setting>]`.
 
     python -m trlx_jax.cli.sweep run launch/sweeps/compare_arithmetic.py --parallel=2
 
@@ -6,11 +6,12 @@ Every method starts from the same cached warm-up of its seed (configs/default.py
 and `sft` section) and gets the same rollout budget, batch, learning rate and steps; methods
 differ only in their loss section, which holds each paper's settings (configs/arithmetic.py).
 
-Settings:
+Settings (`<method>` is main, `<method>-<setting>` the others):
 - main: the default's 4 optimizer updates per rollout batch (64 sequences each), lr 2e-4.
-- stress: 16 updates per rollout batch (16 sequences each: the last one is 15 updates stale)
-  at 5x the learning rate (1e-3), where a ratio clip is known to struggle and the trust regions
-  have to act. The compute per step is the same as main's (same tokens through the model).
+- stale: 16 updates per rollout batch (16 sequences each: the last one is 15 updates stale),
+  lr 2e-4: more off-policy data, where a ratio clip is known to struggle.
+- stress: the same 16 updates at 5x the learning rate (1e-3): the trust regions have to act.
+The compute per step is the same in all three (the same tokens through the model).
 
 `sft_continued` is the baseline a reviewer asks for first: no RL, supervised training continued
 from the same warm-up on the labelled problems it used (`train.algorithm="sft"`, the warm-up's
@@ -34,6 +35,7 @@ SFT_STEPS = 1200
 METHODS = ("clip_higher", "dppo_binary_tv", "dppo_binary_kl", "dppo_topk_kl", "troll", "cispo")
 SETTINGS = {
     "main": {},
+    "stale": {"train.minibatches": 16},
     "stress": {"train.minibatches": 16, "optimizer.lr": 1e-3},
 }
 
@@ -52,10 +54,11 @@ def get_config(arg: str = "troll") -> ml_collections.ConfigDict:
     valid = ", ".join([*METHODS, "sft_continued"])
     if method not in (*METHODS, "sft_continued") or setting not in SETTINGS:
         raise ValueError(f"unknown comparison {arg!r} for configs/compare_arithmetic.py; "
-                         f"valid: <method>[-stress] with method one of {valid}")
+                         f"valid: <method>[-{'|-'.join(list(SETTINGS)[1:])}] with method "
+                         f"one of {valid}")
     if method == "sft_continued":
         if setting != "main":
-            raise ValueError("sft_continued has no stress setting (it takes no RL updates)")
+            raise ValueError(f"sft_continued has no {setting} setting (it takes no RL updates)")
         c = _arithmetic("troll")
         c.train.algorithm = "sft"
         c.train.steps = SFT_STEPS

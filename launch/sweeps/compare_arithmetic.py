@@ -3,8 +3,8 @@
     python -m trlx_jax.cli.sweep run launch/sweeps/compare_arithmetic.py --parallel=2
     python -m trlx_jax.cli.sweep aggregate launch/sweeps/compare_arithmetic.py
 
-Six losses in the main and the stress setting, and the continued-SFT baseline, 3 seeds each
-(39 runs); every run of a seed starts from that seed's cached warm-up.
+Six losses in the main, the stress and the stale setting, and the continued-SFT baseline,
+3 seeds each (57 runs); every run of a seed starts from that seed's cached warm-up.
 """
 
 CONFIG = "configs/compare_arithmetic.py"
@@ -16,7 +16,8 @@ def get_sweep():
         "config": CONFIG,
         "points": [*({"config": f"{CONFIG}:{m}"} for m in METHODS),
                    {"config": f"{CONFIG}:sft_continued"},
-                   *({"config": f"{CONFIG}:{m}-stress"} for m in METHODS)],
+                   *({"config": f"{CONFIG}:{m}-stress"} for m in METHODS),
+                   *({"config": f"{CONFIG}:{m}-stale"} for m in METHODS)],
         "seeds": [0, 1, 2],
         "root": "runs/compare_arithmetic",
     }

@@ -18,7 +18,9 @@ SWEEP = os.path.join(ROOT, "launch", "sweeps", "compare_arithmetic.py")
 _spec = importlib.util.spec_from_file_location("compare_arithmetic", COMPARE)
 compare = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare)
-ARGS = [*compare.METHODS, "sft_continued", *(f"{m}-stress" for m in compare.METHODS)]
+SETTINGS = [s for s in compare.SETTINGS if s != "main"]
+ARGS = [*compare.METHODS, "sft_continued",
+        *(f"{m}-{s}" for s in SETTINGS for m in compare.METHODS)]
 
 
 def _flat(config) -> dict:
@@ -42,7 +44,7 @@ def test_sweep_runs_every_comparison_for_three_seeds():
 def test_methods_differ_only_in_their_loss_and_setting():
     reference = _flat(load_config(f"{COMPARE}:troll"))
     allowed = {"loss_name", "run_dir"}
-    stress = set(compare.SETTINGS["stress"])
+    settings = {s: set(compare.SETTINGS[s]) for s in SETTINGS}
     sft = {"train.algorithm", "train.steps", "train.eval_every", "train.checkpoint_every"}
     keys = set()
     for arg in ARGS:
@@ -50,10 +52,11 @@ def test_methods_differ_only_in_their_loss_and_setting():
         validate_config(config, device_count=1)
         assert warmup_key(config) == warmup_key(load_config(f"{COMPARE}:troll")), arg
         changed = {k for k, v in _flat(config).items() if v != reference[k]}
-        extra = stress if arg.endswith("-stress") else sft if arg == "sft_continued" else set()
+        setting = arg.partition("-")[2]
+        extra = settings[setting] if setting else sft if arg == "sft_continued" else set()
         assert changed - allowed - extra <= {k for k in changed if k.startswith("loss.")}, arg
         keys |= changed
-    assert stress <= keys and "train.algorithm" in keys
+    assert set().union(*settings.values()) <= keys and "train.algorithm" in keys
     with pytest.raises(ValueError, match="valid: <method>"):
         load_config(f"{COMPARE}:ppo")
     with pytest.raises(ValueError, match="no stress setting"):

@@ -5,7 +5,7 @@ and figures, from the run directories of a comparison sweep (launch/sweeps/compa
         --out=docs/figures/compare
 
 Configurations are read in the sweep's order and labelled by their config argument
-(`<method>` in the main setting, `<method>-stress` in the stress one); the setting is the
+(`<method>` in the main setting, `<method>-<setting>` in the others); the setting is the
 label's suffix. The continued-SFT baseline takes SFT steps, not RL steps, so it is compared on
 training seconds (wall_time.png), not on steps.
 """
@@ -25,7 +25,6 @@ from trlx_jax.sweep import Group, Run, load_run, seed_curve
 from trlx_jax.sweep.results import Metric, group_row, markdown_table
 from trlx_jax.sweep.spec import expand, load_sweep
 
-STRESS = "-stress"
 TABLE_METRICS: tuple[Metric, ...] = (
     Metric("accuracy_warm_start", "warm-up", "pct"),
     Metric("accuracy_final", "final", "pct"),
@@ -45,13 +44,13 @@ REGION_PANELS = (("approx_kl", "KL(behaviour || policy) per token"),
 
 
 def comparison_groups(sweep_path: str) -> dict[str, list[Group]]:
-    """{"main": groups, "stress": groups}: the sweep's configurations with the runs started so
-    far, labelled by config argument, in the sweep's order."""
-    groups: dict[str, dict[str, list[Run]]] = {"main": {}, "stress": {}}
+    """{setting: groups} ("main" first): the sweep's configurations with the runs started so
+    far, labelled by config argument (`<method>[-<setting>]`), in the sweep's order."""
+    groups: dict[str, dict[str, list[Run]]] = {}
     for job in expand(load_sweep(sweep_path)):
         label = job.config_file.rsplit(":", 1)[-1]
-        setting = "stress" if label.endswith(STRESS) else "main"
-        runs = groups[setting].setdefault(label, [])
+        setting = label.partition("-")[2] or "main"
+        runs = groups.setdefault(setting, {}).setdefault(label, [])
         if os.path.isfile(os.path.join(job.run_dir, "config.json")):
             runs.append(load_run(job.run_dir))
     return {setting: [Group(label=label, name=label, params={}, runs=tuple(runs))
@@ -154,7 +153,7 @@ def write_report(sweep_path: str, out_dir: str) -> tuple[dict[str, str], list[st
         written.append(save_figure(plot_accuracy(rl, setting), out_dir, f"accuracy_{setting}"))
         fig = plot_learning_curves(rl, REGION_PANELS, smooth=20, cols=3)
         written.append(save_figure(fig, out_dir, f"trust_region_{setting}"))
-    if groups["main"]:
+    if groups.get("main"):
         written.append(save_figure(plot_wall_time(groups["main"]), out_dir, "wall_time"))
     return tables, written
 
