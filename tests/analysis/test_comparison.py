@@ -9,7 +9,7 @@ import pytest
 from analysis_testing import write_run
 
 from trlx_jax.analysis import comparison
-from trlx_jax.sweep import load_run
+from trlx_jax.sweep import Group, Run, load_run
 
 LABELS = ("clip_higher", "troll", "sft_continued", "troll-stress")
 
@@ -67,3 +67,17 @@ def test_report_writes_tables_and_figures(sweep, tmp_path):
         "trust_region_main.png", "trust_region_stress.png", "wall_time.png"])
     assert all(os.path.getsize(p) > 0 for p in written)
     assert comparison.main([sweep[0], f"--out={out}"]) == 0
+
+
+def test_paired_gains_subtract_the_first_configuration_seed_by_seed():
+    def group(label, gains):
+        runs = tuple(Run(path=f"{label}/seed{s}", config={"seed": s},
+                         summary={"accuracy_gain": g}) for s, g in gains.items())
+        return Group(label=label, name=label, params={}, runs=runs)
+
+    lines = comparison.paired_gains([group("a", {0: 0.2, 1: 0.3}),
+                                     group("b", {0: 0.25, 1: 0.2}),
+                                     group("c", {0: 0.1})]).splitlines()
+    assert lines[0] == "| configuration | seed 0 | seed 1 | mean ± std |"
+    assert lines[2] == "| b | +5.0 | -10.0 | -2.5 ± 10.6 |"
+    assert lines[3] == "| c | -10.0 | - | -10.0 |"

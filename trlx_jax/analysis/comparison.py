@@ -22,7 +22,7 @@ import numpy as np
 from trlx_jax.analysis.curves import plot_learning_curves
 from trlx_jax.analysis.figures import new_figure, save_figure
 from trlx_jax.sweep import Group, Run, load_run, seed_curve
-from trlx_jax.sweep.results import Metric, group_row, markdown_table
+from trlx_jax.sweep.results import Metric, group_row, markdown_table, mean_std
 from trlx_jax.sweep.spec import expand, load_sweep
 
 TABLE_METRICS: tuple[Metric, ...] = (
@@ -61,6 +61,28 @@ def comparison_groups(sweep_path: str) -> dict[str, list[Group]]:
 def table(groups: Sequence[Group], metrics: Sequence[Metric] = TABLE_METRICS) -> str:
     """The markdown table of `groups`: each metric's mean ± std over complete seeds."""
     return markdown_table([group_row(g, metrics) for g in groups], metrics)
+
+
+def paired_gains(groups: Sequence[Group], key: str = "accuracy_gain") -> str:
+    """A markdown table of each group's `key` minus the first group's, seed by seed (the
+    methods of a seed share its warm start and prompts, so the difference removes the
+    seed-to-seed spread), with the mean ± std of the differences, in points."""
+    def by_seed(group: Group) -> dict[int, float]:
+        return {r.seed: r.summary[key] for r in group.runs
+                if r.complete and r.summary.get(key) is not None}
+
+    reference = by_seed(groups[0])
+    seeds = sorted(reference)
+    lines = [f"| configuration | {' | '.join(f'seed {s}' for s in seeds)} | mean ± std |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for group in groups[1:]:
+        values = by_seed(group)
+        diffs = [100 * (values[s] - reference[s]) if s in values else None for s in seeds]
+        mean, std = mean_std([d for d in diffs if d is not None])
+        cells = ["-" if d is None else f"{d:+.1f}" for d in diffs]
+        summary = "-" if mean is None else f"{mean:+.1f}" + ("" if std is None else f" ± {std:.1f}")
+        lines.append(f"| {group.label} | {' | '.join(cells)} | {summary} |")
+    return "\n".join(lines)
 
 
 def seconds_curve(runs: Sequence[Run], key: str = "eval/accuracy"
@@ -141,6 +163,9 @@ def write_report(sweep_path: str, out_dir: str) -> tuple[dict[str, str], list[st
         if not members:
             continue
         tables[setting] = table(members)
+        if len(members) > 1:
+            tables[setting] += (f"\n\nGain over the warm start minus {members[0].label}'s, "
+                                f"paired by seed (points):\n\n" + paired_gains(members))
         path = os.path.join(out_dir, f"table_{setting}.md")
         os.makedirs(out_dir, exist_ok=True)
         with open(path, "w") as f:
