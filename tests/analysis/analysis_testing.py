@@ -29,7 +29,8 @@ def write_run(root, name: str, *, loss_name: str, seed: int, steps: int = 6,
     with open(os.path.join(path, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     summary = {"steps": steps, "accuracy_warm_start": 0.1 + offset,
-               "accuracy_last3_mean": 0.5 + offset, "seconds_total": 10.0}
+               "accuracy_last3_mean": 0.5 + offset, "seconds_total": 10.0,
+               "eval_history": [r for r in rows if "eval/accuracy" in r]}
     with open(os.path.join(path, "summary.json"), "w") as f:
         json.dump(summary, f)
     with open(os.path.join(path, "samples.jsonl"), "w") as f:

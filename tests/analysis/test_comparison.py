@@ -56,7 +56,9 @@ def test_report_writes_tables_and_figures(sweep, tmp_path):
     out = tmp_path / "report"
     tables, written = comparison.write_report(sweep[0], str(out))
     assert set(tables) == {"main", "stress"}
-    main = tables["main"].splitlines()
+    main, paired = tables["main"].split("\n\n", 1)
+    main = main.splitlines()
+    assert "paired by seed" in paired and "| troll | +0.0 | +0.0 | +0.0 ± 0.0 |" in paired
     assert main[0].startswith("| configuration | seeds | warm-up % | final % | last 3 evals % | "
                               "best % | gain (last 3 - warm-up) %")
     assert [line.split(" | ")[0] for line in main[2:]] == [

@@ -77,7 +77,9 @@ def paired_gains(groups: Sequence[Group], key: str = "accuracy_gain") -> str:
              "|---|" + "---|" * (len(seeds) + 1)]
     for group in groups[1:]:
         values = by_seed(group)
-        diffs = [100 * (values[s] - reference[s]) if s in values else None for s in seeds]
+        # round(.., 1) + 0.0: a difference of round-off prints as +0.0, not -0.0
+        diffs = [round(100 * (values[s] - reference[s]), 1) + 0.0 if s in values else None
+                 for s in seeds]
         mean, std = mean_std([d for d in diffs if d is not None])
         cells = ["-" if d is None else f"{d:+.1f}" for d in diffs]
         summary = "-" if mean is None else f"{mean:+.1f}" + ("" if std is None else f" ± {std:.1f}")
