@@ -52,8 +52,10 @@ def in_tmp_dir(tmp_path, monkeypatch):
 @pytest.mark.slow  # a short training run of the facade, about two minutes on 2 cores
 def test_readme_facade_example_trains_on_prompts_with_metadata(in_tmp_dir):
     out, namespace = run_block(readme_block("trlx_jax.train("))
-    # The example's own two lines come last; TFDS may announce the dataset it builds before.
-    greedy, completions = out.splitlines()[-2:]
+    # The example prints two lines; TFDS may announce the dataset it builds around them.
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("greedy reward "))
+    greedy, completions = lines[first], lines[first + 1]
     assert re.fullmatch(r"greedy reward \d\.\d\d, mean length \d+\.\d", greedy)
     assert len(eval(completions)) == 2
     run_dir = in_tmp_dir / "runs" / "facade_example"
