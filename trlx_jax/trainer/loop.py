@@ -46,7 +46,12 @@ from trlx_jax.trainer.step import (
     make_sft_train_step,
     shard_batch,
 )
-from trlx_jax.trainer.warmup import device_sft_batch, labelled_batches, sft_optimizer
+from trlx_jax.trainer.warmup import (
+    device_sft_batch,
+    labelled_batches,
+    sft_optimizer,
+    supervised_warmup,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +114,6 @@ class Trainer:
 
     def warm_up(self) -> tuple[nnx.State, dict[str, Any]]:
         """The starting policy: the (cached) supervised warm-up of the initial model."""
-        from trlx_jax.trainer.warmup import supervised_warmup
-
         return supervised_warmup(self.warmup_parts, self.config, progress=self.progress)
 
     def evaluate(self, params: nnx.State, eval_prompts: RLBatch, step: int):
