@@ -26,6 +26,9 @@ Measured per loss:
 - s/step: median of `--repeats` steps of that executable after one untimed warm-up step, each
   call waited on with `jax.block_until_ready`; the losses are timed round-robin (every loss's
   rep 1, then every loss's rep 2, ...), so that drift of a shared host hits each of them;
+  best s: the fastest of them; every step's time is printed after the table;
+- time vs the first loss (`clip`): the median over rounds of the two steps' ratio in that
+  round (paired, so that a slow spell of the host cancels out);
 - tokens/s: response tokens trained per step (N x T x epochs) / s/step;
 - peak MiB: XLA's buffer assignment of the compiled step (`memory_analysis()`): arguments +
   outputs + temporaries - aliased (the donated state is counted once), plus the same four
@@ -318,17 +321,20 @@ def step_table(a: argparse.Namespace, device, graphdef, params, mesh, tokens: in
     matmul_rate = matmul_flops / statistics.median(matmul_s)
     peak = peak_flops(device)
     base = "clip" if "clip" in a.losses else a.losses[0]
-    base_s = statistics.median(seconds[base])
-    print(f"| loss | compile s | s/step | tokens/s | peak MiB | time vs {base} | "
+    print(f"| loss | compile s | s/step | best s | tokens/s | peak MiB | time vs {base} | "
           f"memory vs {base} | GFLOP/s | % matmul | % peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for loss in a.losses:
         sec = statistics.median(seconds[loss])
+        # Paired by round: a slow spell of the shared host slows both steps of that round.
+        ratio = statistics.median(
+            s / b for s, b in zip(seconds[loss], seconds[base], strict=True))
         peak_mib = memory[loss][0]
         rate = flops / sec
         print(
-            f"| {loss} | {compile_s[loss]:.1f} | {sec:.3f} | {tokens / sec:,.0f} | "
-            f"{peak_mib / MIB:,.0f} | {sec / base_s:.2f}x | {peak_mib / memory[base][0]:.2f}x | "
+            f"| {loss} | {compile_s[loss]:.1f} | {sec:.3f} | {min(seconds[loss]):.3f} | "
+            f"{tokens / sec:,.0f} | {peak_mib / MIB:,.0f} | {ratio:.3f}x | "
+            f"{peak_mib / memory[base][0]:.3f}x | "
             f"{rate / 1e9:,.1f} | {rate / matmul_rate:.1%} | "
             f"{'-' if peak is None else f'{rate / peak:.1%}'} |"
         )
@@ -338,6 +344,8 @@ def step_table(a: argparse.Namespace, device, graphdef, params, mesh, tokens: in
     if any(m[1] for m in memory.values()):
         print("XLA peak_memory_in_bytes, MiB: " + ", ".join(
             f"{loss} {memory[loss][1] / MIB:,.0f}" for loss in a.losses))
+    print("s/step per round: " + "; ".join(
+        f"{loss} " + " ".join(f"{x:.2f}" for x in seconds[loss]) for loss in a.losses))
     print("mean abs log-ratio to the behaviour record, last step before its update: " + ", ".join(
         f"{loss} {float(last[loss]['mismatch/abs_log_ratio_mean']):.3f}" for loss in a.losses))
     for loss in a.losses:

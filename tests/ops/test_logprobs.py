@@ -3,6 +3,7 @@
 import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -195,3 +196,24 @@ def test_top_k_on_batch_sharded_inputs(axis_type):
     np.testing.assert_array_equal(got.topk_ids, want.topk_ids)
     np.testing.assert_allclose(got.topk_logp, want.topk_logp, rtol=1e-5, atol=1e-5)
     assert got.topk_ids.sharding.is_equivalent_to(rows, 3)
+
+
+def _count_primitive(jaxpr, name):
+    """Occurrences of primitive `name` in a closed jaxpr and every sub-jaxpr it calls."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == name
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            count += _count_primitive(sub, name)
+    return count
+
+
+def test_backward_does_not_recompute_the_top_k():
+    # The custom VJP gathers the top-K cotangents at the forward's ids: the gradient's program
+    # sorts the vocabulary exactly as often as the forward alone does.
+    hidden, head, ids, gather_ids = make_inputs()
+    forward = lambda h, w: scalar(chunked(h, w, ids, gather_ids))
+    top_k_forward = _count_primitive(jax.make_jaxpr(forward)(hidden, head).jaxpr, "top_k")
+    gradient = jax.make_jaxpr(jax.grad(forward, argnums=(0, 1)))(hidden, head)
+    assert top_k_forward > 0
+    assert _count_primitive(gradient.jaxpr, "top_k") == top_k_forward

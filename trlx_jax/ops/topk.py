@@ -25,9 +25,9 @@ def top_k_by_blocks(
     64 k fall back to it. `vocab_major=True` takes x as [V, B] (the sampler's logits layout,
     -> [B, k]): the sub-block maxima then reduce over the leading axis and only the candidates
     are transposed, never the whole array.
-    Differentiable like `lax.top_k`, but its backward holds one more [rows, V] buffer, so the
-    train step's top-K (`ops/logprobs.py`) keeps `lax.top_k`: there this version measured +600
-    MiB at 8,192 tokens (V = 152k) and no faster, the matmuls dominating. The sampler uses it.
+    Differentiable like `lax.top_k`, but its backward holds one more [rows, V] buffer; the
+    sampler and `ops/logprobs.py` use it where nothing differentiates through it (the chunked
+    log-probs' custom VJP gathers the top-K cotangents at the saved ids instead).
     """
     if vocab_major:
         check_rank("x", x, 2, "[V, B] (vocab_major=True)")
