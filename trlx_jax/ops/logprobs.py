@@ -29,7 +29,7 @@ from trlx_jax.checks import (
     check_shape,
     check_value,
 )
-from trlx_jax.ops.topk import top_k_by_blocks
+from trlx_jax.ops.topk import top_k_with_max
 
 _TEMPERATURE = Domain(0, finite=True, note="(0 = greedy: log-probs at temperature 1)")
 _CHUNK = Domain(1, integer=True, note="(or None: one block)")
@@ -86,27 +86,31 @@ def _block(
     rebuilds the log-softmax bit for bit (as `jax.nn.log_softmax` computes it).
     """
     z = _logits(hidden, lm_head, temperature)
-    stats = _softmax_stats(z)
+    topk_ids = topk_logp = gathered = None
+    if top_k:
+        # The top-K of the logits is that of the log-probs, and its pass yields the row max.
+        topk_z, topk_ids, peak = top_k_with_max(z, top_k)
+        stats = _softmax_stats(z, peak)
+        topk_logp = _log_softmax(topk_z, stats)
+    else:
+        stats = _softmax_stats(z, jnp.max(z, axis=-1, keepdims=True))
     logp_full = _log_softmax(z, stats)
     logp = jnp.take_along_axis(logp_full, _merge_leading(target_ids[..., None]), axis=-1)[:, 0]
     entropy = -jnp.sum(jnp.exp(logp_full) * logp_full, axis=-1) if with_entropy else None
-    topk_ids = topk_logp = gathered = None
-    if top_k:
-        topk_logp, topk_ids = top_k_by_blocks(logp_full, top_k)
     if gather_ids is not None:
         gathered = jnp.take_along_axis(logp_full, _merge_leading(gather_ids), axis=-1)
     out = TokenLogProbs(logp, entropy, topk_ids, topk_logp, gathered)
     return jax.tree.map(lambda x: _split_leading(x, hidden.shape[0]), (out, stats))
 
 
-def _softmax_stats(z: jax.Array) -> jax.Array:
-    """[N, V] logits -> [N, 2]: the row max and the log-sum-exp of the logits minus it."""
-    peak = jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+def _softmax_stats(z: jax.Array, peak: jax.Array) -> jax.Array:
+    """[N, V] logits, [N, 1] their row max -> [N, 2]: the max and the log-sum-exp of z - max."""
+    peak = jax.lax.stop_gradient(peak)
     return jnp.concatenate([peak, jnp.log(jnp.sum(jnp.exp(z - peak), axis=-1, keepdims=True))], -1)
 
 
 def _log_softmax(z: jax.Array, stats: jax.Array) -> jax.Array:
-    """[N, V] logits and their [N, 2] stats -> [N, V] log-probs."""
+    """[N, V] (or [N, K] selected) logits and their rows' [N, 2] stats -> log-probs."""
     return (z - stats[:, :1]) - stats[:, 1:]
 
 
