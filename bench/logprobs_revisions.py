@@ -45,8 +45,12 @@ def parse_args() -> argparse.Namespace:
 
 def module_at(rev: str):
     """The revision's `trlx_jax/ops/logprobs.py`, imported as a module of its own."""
-    source = subprocess.run(["git", "show", f"{rev}:trlx_jax/ops/logprobs.py"], check=True,
-                            capture_output=True, text=True).stdout
+    shown = subprocess.run(["git", "show", f"{rev}:trlx_jax/ops/logprobs.py"],
+                           capture_output=True, text=True)
+    if shown.returncode:
+        sys.exit(f"--rev {rev}: git cannot show trlx_jax/ops/logprobs.py at that revision "
+                 f"({shown.stderr.strip()}); run from the repository with a commit that has it")
+    source = shown.stdout
     path = Path(tempfile.mkdtemp()) / "logprobs_at_rev.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("logprobs_at_rev", path)
